@@ -1,0 +1,293 @@
+//! The case language: one YAML file per scenario, parsed strictly (unknown fields are errors).
+//!
+//! This module is only the *shape* of a file. [`crate::plan`] turns it into a validated,
+//! fully-resolved plan (addresses, counts, credentials) before anything is forked.
+
+use serde::Deserialize;
+
+/// One scenario, as written in `cases/<group>/<name>.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    /// What the case checks and why it matters, in a sentence or two.
+    pub description: String,
+    /// What the machine must offer; an unmet requirement makes the case `skip`, never `pass`.
+    #[serde(default)]
+    pub requires: RequiresSpec,
+    /// The process whose memory is read or written.
+    #[serde(default)]
+    pub target: TargetSpec,
+    /// The process that makes the call: its buffers and credentials.
+    #[serde(default)]
+    pub caller: CallerSpec,
+    /// The call itself, with raw, unclamped arguments.
+    pub call: CallSpec,
+    /// Optional pin of the model's prediction; always explained by `why`.
+    pub expect: Option<ExpectSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequiresSpec {
+    /// The harness must run as root (uid 0 with the capabilities it needs).
+    #[serde(default)]
+    pub root: bool,
+    /// Capabilities the harness must hold, e.g. `CAP_SYS_PTRACE`.
+    #[serde(default)]
+    pub caps: Vec<String>,
+    /// Lowest kernel, `major.minor` (e.g. `"5.10"`).
+    pub min_kernel: Option<String>,
+    /// Highest kernel, `major.minor`, for behaviour that later kernels changed.
+    pub max_kernel: Option<String>,
+    /// Machine architecture, e.g. `x86_64`.
+    pub arch: Option<String>,
+    /// Kernel features probed at run time.
+    #[serde(default)]
+    pub features: Vec<Feature>,
+}
+
+/// A kernel or machine feature a case may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// The i386 `int 0x80` entry (CONFIG_IA32_EMULATION, not disabled at boot).
+    Compat,
+    /// Transparent huge pages available (`madvise` or `always`).
+    Thp,
+    /// `memfd_create(2)`.
+    Memfd,
+    /// The Yama LSM is active.
+    Yama,
+    /// Creating a PID namespace (needs CAP_SYS_ADMIN).
+    Pidns,
+    /// PID 2 is `kthreadd` (false inside a container's PID namespace).
+    Kthreadd,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    #[serde(default)]
+    pub kind: TargetKind,
+    #[serde(default)]
+    pub regions: Vec<RegionSpec>,
+    /// Credentials the target switches to after building its layout.
+    pub creds: Option<CredSpec>,
+    /// `prctl(PR_SET_DUMPABLE)`; default true (set again after a credential change, which
+    /// would otherwise leave the target non-dumpable).
+    pub dumpable: Option<bool>,
+}
+
+/// Who the `pid` argument names.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// A forked child that builds the layout and waits.
+    #[default]
+    Child,
+    /// The caller itself (`pid = getpid()`).
+    #[serde(rename = "self")]
+    SelfProcess,
+    /// A thread of the caller, named by its TID.
+    Thread,
+    /// A child created with `CLONE_VM` (shares the caller's mm, not its thread group).
+    CloneVm,
+    /// A child that has exited and has not been reaped.
+    Zombie,
+    /// A child that has exited and been reaped.
+    Reaped,
+    /// A pid no process can have (`/proc/sys/kernel/pid_max`).
+    UnusedPid,
+    /// `pid = 0`.
+    Pid0,
+    /// `pid = -1`.
+    PidMinus1,
+    /// A kernel thread (`kthreadd`, pid 2).
+    Kthread,
+    /// A thread-group leader that exited while another thread lives; named by the leader's pid.
+    ZombieLeader,
+    /// The live thread of such a group, named by its TID.
+    ZombieLeaderThread,
+    /// A child in a new PID namespace, named by its pid in the caller's namespace.
+    PidnsChild,
+}
+
+/// A named range of pages. Regions are laid out back to back in declaration order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSpec {
+    pub name: String,
+    pub pages: NumSpec,
+    #[serde(default)]
+    pub prot: Prot,
+    #[serde(default)]
+    pub kind: RegionKind,
+    /// For file-backed kinds: the file's length in bytes (default: the mapping's length).
+    pub file_size: Option<NumSpec>,
+    /// Initial contents (default: `pattern`; caller regions default to the canary pattern).
+    #[serde(default)]
+    pub fill: Fill,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prot {
+    #[default]
+    Rw,
+    Ro,
+    None,
+    /// Write-only (`PROT_WRITE`).
+    Wo,
+    /// Exec-only (`PROT_EXEC`).
+    Xo,
+    Rwx,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionKind {
+    /// Private anonymous memory.
+    #[default]
+    Anon,
+    /// Unmapped address space (kept unmapped by the planner).
+    Hole,
+    /// `MAP_PRIVATE` of a regular temporary file.
+    FilePrivate,
+    /// `MAP_SHARED` of a regular temporary file.
+    FileShared,
+    /// `MAP_PRIVATE` of a memfd.
+    MemfdPrivate,
+    /// `MAP_SHARED` of a memfd.
+    MemfdShared,
+    /// Anonymous, 2 MiB aligned, `MADV_HUGEPAGE`.
+    Thp,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fill {
+    /// Offset-encoding pattern (target) or canary pattern (caller).
+    #[default]
+    Pattern,
+    /// Never written: reads as zero, costs no memory until touched.
+    Untouched,
+}
+
+/// Credentials a process switches to with setresgid/setresuid/capset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredSpec {
+    pub uid: u32,
+    pub euid: Option<u32>,
+    pub suid: Option<u32>,
+    pub gid: Option<u32>,
+    pub egid: Option<u32>,
+    pub sgid: Option<u32>,
+    /// `PR_SET_KEEPCAPS` before the uid change: the permitted set survives it.
+    #[serde(default)]
+    pub keep_caps: bool,
+    /// Capabilities removed from the effective and permitted sets after the uid change.
+    #[serde(default)]
+    pub drop_caps: Vec<String>,
+    /// Capabilities removed from the effective set only.
+    #[serde(default)]
+    pub drop_effective_caps: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSpec {
+    #[serde(default)]
+    pub regions: Vec<RegionSpec>,
+    /// When set, the call runs with these credentials (needs root to set up).
+    pub creds: Option<CredSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Syscall {
+    Readv,
+    Writev,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// `syscall(2)` with the x86-64 numbers 310/311.
+    #[default]
+    Native,
+    /// `int 0x80` with the i386 numbers 347/348 and `struct compat_iovec` arrays.
+    Compat,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSpec {
+    pub syscall: Syscall,
+    #[serde(default)]
+    pub entry: Entry,
+    #[serde(default)]
+    pub local: Vec<IovSpec>,
+    #[serde(default)]
+    pub remote: Vec<IovSpec>,
+    /// Default: the number of local iovecs.
+    pub liovcnt: Option<NumSpec>,
+    /// Default: the number of remote iovecs.
+    pub riovcnt: Option<NumSpec>,
+    #[serde(default)]
+    pub flags: Option<NumSpec>,
+    /// Override the local iovec array pointer with an address expression (e.g. `null+8`).
+    pub lvec: Option<String>,
+    /// Override the remote iovec array pointer.
+    pub rvec: Option<String>,
+}
+
+/// One `struct iovec`, or `repeat` of them with `base` advancing by `stride`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IovSpec {
+    /// An address expression: `region`, `region+off`, `region-off`, or a named bad address
+    /// (`null`, `kernel`, `non_canonical`, `hole`, `guard`), optionally `+off`.
+    pub base: String,
+    pub len: NumSpec,
+    pub repeat: Option<NumSpec>,
+    pub stride: Option<NumSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// A byte count or an errno name.
+    pub result: NumOrName,
+    /// The model step that decides the outcome.
+    pub decided_by: Option<String>,
+    /// Why this is the right answer (kernel source, man page). Required.
+    pub why: String,
+}
+
+/// A number written as a YAML integer or as an expression string (see [`crate::expr`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumSpec {
+    U(u64),
+    I(i64),
+    S(String),
+}
+
+impl NumSpec {
+    pub fn eval(&self) -> Result<u64, String> {
+        match self {
+            NumSpec::U(v) => Ok(*v),
+            NumSpec::I(v) => Ok(*v as u64),
+            NumSpec::S(s) => crate::expr::eval(s),
+        }
+    }
+}
+
+/// An expected result: a count or an errno name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrName {
+    U(u64),
+    S(String),
+}

@@ -1,0 +1,291 @@
+//! Judging a case: requirements (skip), the model's prediction against a pinned expectation,
+//! and the kernel's result and every byte against the model.
+
+use crate::case::{Feature, Syscall};
+use crate::exec::{Dump, Observed};
+use crate::facts::Facts;
+use crate::model::{self, Prediction};
+use crate::plan::{Expected, Plan, Region, Side};
+
+/// Why a case cannot run here, or `None` when it can.
+pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
+    let r = &plan.requires;
+    if r.root && !facts.is_root() {
+        return Some("needs root (run as uid 0)".into());
+    }
+    for (name, bit) in &r.caps {
+        if !facts.cap_effective.has(*bit) {
+            return Some(format!("needs {name}"));
+        }
+    }
+    let v = (facts.version.0, facts.version.1);
+    if let Some(min) = r.min_kernel {
+        if v < min {
+            return Some(format!(
+                "needs kernel >= {}.{}, running {}",
+                min.0, min.1, facts.release
+            ));
+        }
+    }
+    if let Some(max) = r.max_kernel {
+        if v > max {
+            return Some(format!(
+                "needs kernel <= {}.{}, running {}",
+                max.0, max.1, facts.release
+            ));
+        }
+    }
+    if let Some(a) = &r.arch {
+        if *a != facts.arch {
+            return Some(format!("needs arch {a}, running {}", facts.arch));
+        }
+    }
+    for f in &r.features {
+        let (ok, what) = match f {
+            Feature::Compat => (
+                facts.compat,
+                "the int 0x80 compat entry (CONFIG_IA32_EMULATION)",
+            ),
+            Feature::Thp => (facts.thp, "transparent huge pages"),
+            Feature::Memfd => (facts.memfd, "memfd_create"),
+            Feature::Yama => (facts.yama_scope.is_some(), "the Yama LSM"),
+            Feature::Pidns => (facts.pidns, "CAP_SYS_ADMIN to create a PID namespace"),
+            Feature::Kthreadd => (
+                facts.kthreadd,
+                "pid 2 to be kthreadd (not in a PID namespace)",
+            ),
+        };
+        if !ok {
+            return Some(format!("needs {what}"));
+        }
+    }
+    None
+}
+
+/// Checks a pinned `expect` against the model; `Err` explains the disagreement.
+pub fn check_pin(plan: &Plan, pred: &Prediction) -> Result<(), String> {
+    let Some(e) = &plan.expect else { return Ok(()) };
+    let matches = match (e.result, pred.result) {
+        (Expected::Count(n), Ok(m)) => n == m,
+        (Expected::Errno(a), Err(b)) => a == b,
+        _ => false,
+    };
+    let step_ok = e.decided_by.as_deref().is_none_or(|d| d == pred.decided_by);
+    if matches && step_ok {
+        return Ok(());
+    }
+    let want = match e.result {
+        Expected::Count(n) => n.to_string(),
+        Expected::Errno(x) => crate::errno::name(x),
+    };
+    Err(format!(
+        "the model predicts {pred} but the case pins {want}{} (why: {})",
+        e.decided_by
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default(),
+        e.why.trim()
+    ))
+}
+
+/// Contents of source bytes `[addr, addr+len)` on `side`, from the initial layout.
+fn source_bytes(plan: &Plan, side: Side, addr: u64, len: u64, out: &mut Vec<u8>) {
+    let regions: Vec<&Region> = if plan.target_shares_caller_mm() {
+        plan.target_regions
+            .iter()
+            .chain(&plan.caller_regions)
+            .collect()
+    } else {
+        plan.regions(side).iter().collect()
+    };
+    let mut a = addr;
+    while a < addr + len {
+        match regions.iter().find(|r| a >= r.start && a < r.end()) {
+            Some(r) => {
+                let stop = (addr + len).min(r.end());
+                out.extend((a..stop).map(|x| model::byte_of(r, x - r.start)));
+                a = stop;
+            }
+            None => {
+                // The model never copies from unmapped memory; mark it so a bug shows up.
+                out.push(0xEE);
+                a += 1;
+            }
+        }
+    }
+}
+
+/// Subtracts the covered intervals from `[a, b)`; returns the uncovered pieces and records
+/// `[a, b)` as covered.
+fn uncovered(covered: &mut Vec<(u64, u64)>, a: u64, b: u64) -> Vec<(u64, u64)> {
+    let mut pieces = Vec::new();
+    let mut cur = a;
+    for &(s, e) in covered.iter() {
+        if e <= cur || s >= b {
+            continue;
+        }
+        if s > cur {
+            pieces.push((cur, s.min(b)));
+        }
+        cur = cur.max(e);
+        if cur >= b {
+            break;
+        }
+    }
+    if cur < b {
+        pieces.push((cur, b));
+    }
+    covered.push((a, b));
+    covered.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(covered.len());
+    for &(s, e) in covered.iter() {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    *covered = merged;
+    pieces
+}
+
+/// The model's final contents of a region: the initial bytes with every copy applied in
+/// order (computed backwards so that bytes overwritten later are never materialised).
+pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> Vec<u8> {
+    let mut mem = crate::pattern::initial(region);
+    let write = plan.call.syscall == Syscall::Writev;
+    let dst_side = if write { Side::Target } else { Side::Caller };
+    if region.side != dst_side || pred.result.is_err() {
+        return mem;
+    }
+    let (rs, re) = (region.start, region.start + region.backed_len());
+    let mut covered = Vec::new();
+    for c in pred.copies.iter().rev() {
+        let (dst, src) = if write {
+            (c.remote, c.local)
+        } else {
+            (c.local, c.remote)
+        };
+        let (a, b) = (dst.max(rs), (dst + c.len).min(re));
+        if a >= b {
+            continue;
+        }
+        for (pa, pb) in uncovered(&mut covered, a, b) {
+            let mut bytes = Vec::with_capacity((pb - pa) as usize);
+            let src_side = if write { Side::Caller } else { Side::Target };
+            source_bytes(plan, src_side, src + (pa - dst), pb - pa, &mut bytes);
+            mem[(pa - rs) as usize..(pb - rs) as usize].copy_from_slice(&bytes);
+        }
+    }
+    mem
+}
+
+fn first_diff(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
+    let first = a.iter().zip(b).position(|(x, y)| x != y)?;
+    let count = a.iter().zip(b).filter(|(x, y)| x != y).count();
+    Some((first, count))
+}
+
+/// Compares the kernel's result and bytes with the model. `Err` describes the first
+/// difference.
+pub fn compare(plan: &Plan, pred: &Prediction, obs: &Observed) -> Result<(), String> {
+    if obs.result != pred.result {
+        return Err(format!(
+            "result differs: kernel {}, model {pred}",
+            result_string(obs.result)
+        ));
+    }
+    let all: Vec<&Region> = plan
+        .target_regions
+        .iter()
+        .chain(&plan.caller_regions)
+        .collect();
+    for d in &obs.dumps {
+        let Some(region) = plan.region(d.side, &d.name) else {
+            continue;
+        };
+        let want = expected_memory(plan, pred, region);
+        if d.memory.len() != want.len() {
+            return Err(format!(
+                "{} region {}: got {} bytes back, expected {}",
+                side_name(d.side),
+                d.name,
+                d.memory.len(),
+                want.len()
+            ));
+        }
+        if let Some((at, count)) = first_diff(&d.memory, &want) {
+            return Err(describe_diff(d, "memory", at, count, &want, &all));
+        }
+        if let Some(file) = &d.file {
+            let want_file = expected_file(region, &want);
+            if let Some((at, count)) = first_diff(file, &want_file) {
+                return Err(describe_diff(d, "file", at, count, &want_file, &all));
+            }
+            if file.len() != want_file.len() {
+                return Err(format!(
+                    "{} region {}: file is {} bytes, expected {}",
+                    side_name(d.side),
+                    d.name,
+                    file.len(),
+                    want_file.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A MAP_SHARED mapping writes through to the file; a MAP_PRIVATE one never does.
+fn expected_file(region: &Region, memory: &[u8]) -> Vec<u8> {
+    let size = region.file_size.unwrap_or(0) as usize;
+    if region.is_shared_file() {
+        let mut f = crate::pattern::initial_file(region);
+        let n = size.min(memory.len());
+        f[..n].copy_from_slice(&memory[..n]);
+        f
+    } else {
+        crate::pattern::initial_file(region)
+    }
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Target => "target",
+        Side::Caller => "caller",
+    }
+}
+
+fn describe_diff(
+    d: &Dump,
+    what: &str,
+    at: usize,
+    count: usize,
+    want: &[u8],
+    all: &[&Region],
+) -> String {
+    let got = if what == "file" {
+        d.file.as_deref().unwrap_or(&[])
+    } else {
+        &d.memory
+    };
+    let looks = crate::pattern::describe(got, at, all)
+        .map(|s| format!(" (looks like {s})"))
+        .unwrap_or_default();
+    let should = crate::pattern::describe(want, at, all)
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    format!(
+        "{} region {} {what} byte {at}: kernel left {:#04x}{looks}, model expects {:#04x}{should}; {count} bytes differ",
+        side_name(d.side),
+        d.name,
+        got[at],
+        want[at],
+    )
+}
+
+pub fn result_string(r: Result<u64, i32>) -> String {
+    match r {
+        Ok(n) => n.to_string(),
+        Err(e) => crate::errno::name(e),
+    }
+}

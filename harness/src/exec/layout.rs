@@ -1,0 +1,151 @@
+//! The child side of a case: map a declared layout at its fixed addresses, fill it, and later
+//! send its bytes back. Runs after fork, so: no allocation, no locks, raw syscalls only, on
+//! data prepared by the parent before the fork.
+
+#![allow(unsafe_code)]
+
+use crate::case::{Fill, Prot, RegionKind};
+use crate::plan::{ArrayImage, Region};
+use std::os::fd::RawFd;
+
+const THP_SIZE: u64 = 2 << 20;
+
+fn prot_bits(p: Prot) -> i32 {
+    match p {
+        Prot::Rw => libc::PROT_READ | libc::PROT_WRITE,
+        Prot::Ro => libc::PROT_READ,
+        Prot::None => libc::PROT_NONE,
+        Prot::Wo => libc::PROT_WRITE,
+        Prot::Xo => libc::PROT_EXEC,
+        Prot::Rwx => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+    }
+}
+
+fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+/// Writes the offset-encoding pattern into mapped, writable memory, a word at a time.
+fn fill_words(start: u64, len: u64, tag: u8) {
+    let mut off = 0u64;
+    while off < len {
+        let word = ((tag as u64) << 56) | off;
+        // SAFETY: [start, start+len) was just mapped read-write by this process and is
+        // page-aligned, so every 8-byte word is in bounds and aligned.
+        unsafe { ((start + off) as *mut u64).write(word) };
+        off += 8;
+    }
+}
+
+/// Maps `regions` (holes stay unmapped); `fds[i]` is the file for file-backed region `i`.
+pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'static str)> {
+    for (i, r) in regions.iter().enumerate() {
+        if r.is_hole() {
+            continue;
+        }
+        let (flags, fd) = match r.kind {
+            RegionKind::Anon | RegionKind::Thp => (
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+            ),
+            RegionKind::FilePrivate | RegionKind::MemfdPrivate => {
+                (libc::MAP_PRIVATE, fds[i].unwrap_or(-1))
+            }
+            RegionKind::FileShared | RegionKind::MemfdShared => {
+                (libc::MAP_SHARED, fds[i].unwrap_or(-1))
+            }
+            RegionKind::Hole => unreachable!(),
+        };
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
+        // instead, so nothing this process uses can be clobbered.
+        let p = unsafe {
+            libc::mmap(
+                r.start as *mut libc::c_void,
+                r.len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != r.start {
+            return Err((errno(), "mmap"));
+        }
+        if r.kind == RegionKind::Thp {
+            // SAFETY: advice on a range this process just mapped.
+            if unsafe { libc::madvise(p, r.len as usize, libc::MADV_HUGEPAGE) } != 0 {
+                return Err((errno(), "madvise(MADV_HUGEPAGE)"));
+            }
+            debug_assert!(r.start % THP_SIZE == 0);
+        }
+        // File contents come from the file itself; anonymous memory gets the pattern.
+        if !r.is_file() && r.fill == Fill::Pattern {
+            fill_words(r.start, r.len, r.tag);
+        }
+        if r.prot != Prot::Rw {
+            // SAFETY: changes protection of a range this process just mapped.
+            if unsafe { libc::mprotect(p, r.len as usize, prot_bits(r.prot)) } != 0 {
+                return Err((errno(), "mprotect"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps the iovec arrays and writes their bytes.
+pub fn build_arrays(arrays: &[ArrayImage]) -> Result<(), (i32, &'static str)> {
+    for a in arrays {
+        // SAFETY: as in `build`, MAP_FIXED_NOREPLACE cannot clobber an existing mapping.
+        let p = unsafe {
+            libc::mmap(
+                a.map_start as *mut libc::c_void,
+                a.map_len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != a.map_start {
+            return Err((errno(), "mmap(iovec array)"));
+        }
+        // SAFETY: the array lies inside the mapping just made (plan::place_array).
+        unsafe {
+            std::ptr::copy_nonoverlapping(a.bytes.as_ptr(), a.addr as *mut u8, a.bytes.len())
+        };
+    }
+    Ok(())
+}
+
+/// Whether a region's bytes are sent back after the call. Huge untouched regions (sparse
+/// mappings for the MAX_RW_COUNT cases) are not: reading them back would cost seconds.
+pub fn dumped(r: &Region) -> bool {
+    !r.is_hole() && !(r.fill == Fill::Untouched && r.len > 64 << 20)
+}
+
+/// Sends the backed bytes of every dumped region to `fd`, making each readable first.
+pub fn dump(regions: &[Region], fd: RawFd) -> bool {
+    for r in regions.iter().filter(|r| dumped(r)) {
+        let len = r.backed_len();
+        if len == 0 {
+            continue;
+        }
+        if !matches!(r.prot, Prot::Rw | Prot::Ro | Prot::Rwx) {
+            // SAFETY: this process's own mapping; making it readable does not move it.
+            if unsafe {
+                libc::mprotect(
+                    r.start as *mut libc::c_void,
+                    r.len as usize,
+                    libc::PROT_READ,
+                )
+            } != 0
+            {
+                return false;
+            }
+        }
+        if !super::proc::write_mem_raw(fd, r.start, len) {
+            return false;
+        }
+    }
+    true
+}

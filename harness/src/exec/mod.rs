@@ -1,0 +1,595 @@
+//! Running one case on the live kernel: build the target, fork the caller, make the raw
+//! call, bring back every byte, and tear everything down.
+//!
+//! Processes per case: the target (unless it is the caller itself, its thread or a CLONE_VM
+//! child, or a pid with no process), and always a forked caller, so credentials can be
+//! dropped and the harness's own address space is never touched. Every child is guarded by
+//! [`proc::Child`]: killed and reaped whatever happens.
+
+#![allow(unsafe_code)]
+
+pub mod layout;
+pub mod proc;
+
+use crate::case::{Entry, RegionKind, Syscall, TargetKind};
+use crate::facts::Facts;
+use crate::plan::{Plan, Region, Side};
+use proc::Child;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Test hooks for the harness's own fault handling (`PVMTEST_INJECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inject {
+    #[default]
+    None,
+    /// The target never reports ready.
+    TargetHang,
+    /// The caller never makes the call.
+    CallerHang,
+    /// The harness panics after the target is up.
+    Panic,
+}
+
+impl Inject {
+    pub fn from_env() -> Inject {
+        match std::env::var("PVMTEST_INJECT").as_deref() {
+            Ok("target_hang") => Inject::TargetHang,
+            Ok("caller_hang") => Inject::CallerHang,
+            Ok("panic") => Inject::Panic,
+            _ => Inject::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long a target may take to become ready, and a caller to report. Default 5 s.
+    pub timeout: Duration,
+    pub inject: Inject,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(5),
+            inject: Inject::None,
+        }
+    }
+}
+
+/// The bytes of one region after the call.
+#[derive(Debug, Clone)]
+pub struct Dump {
+    pub side: Side,
+    pub name: String,
+    /// The region's backed bytes `[0, backed_len)`.
+    pub memory: Vec<u8>,
+    /// For file-backed regions, the file's contents read back with pread.
+    pub file: Option<Vec<u8>>,
+}
+
+/// What the kernel did.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub result: Result<u64, i32>,
+    /// The pid the call was made with (for the JSON event; never in snapshots).
+    pub pid: i32,
+    pub dumps: Vec<Dump>,
+}
+
+struct Files {
+    target: Vec<Option<OwnedFd>>,
+    caller: Vec<Option<OwnedFd>>,
+}
+
+fn make_file(r: &Region) -> Result<OwnedFd, String> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = match r.kind {
+        RegionKind::MemfdPrivate | RegionKind::MemfdShared => {
+            memfd_create(c"pvmtest-region", MFdFlags::empty())
+                .map_err(|e| format!("memfd_create: {e}"))?
+        }
+        _ => {
+            let dir = std::env::temp_dir();
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags_tmpfile()
+                .open(&dir)
+                .map_err(|e| format!("O_TMPFILE in {}: {e}", dir.display()))?;
+            OwnedFd::from(f)
+        }
+    };
+    let content = crate::pattern::initial_file(r);
+    let file = std::fs::File::from(fd);
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&content, 0)
+        .map_err(|e| format!("writing the region file: {e}"))?;
+    file.set_len(r.file_size.unwrap_or(0))
+        .map_err(|e| format!("ftruncate: {e}"))?;
+    Ok(OwnedFd::from(file))
+}
+
+trait TmpFile {
+    fn custom_flags_tmpfile(&mut self) -> &mut Self;
+}
+impl TmpFile for std::fs::OpenOptions {
+    fn custom_flags_tmpfile(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_TMPFILE)
+    }
+}
+
+fn files_for(regions: &[Region]) -> Result<Vec<Option<OwnedFd>>, String> {
+    regions
+        .iter()
+        .map(|r| {
+            if r.is_file() {
+                make_file(r).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .collect()
+}
+
+fn raw_fds(v: &[Option<OwnedFd>]) -> Vec<Option<RawFd>> {
+    v.iter()
+        .map(|f| f.as_ref().map(|f| f.as_raw_fd()))
+        .collect()
+}
+
+/// Child → parent messages: `R pid` ready, `C ret` call result (ret < 0 is -errno),
+/// `E errno len step` setup failure.
+fn send_ready(fd: RawFd, pid: i32) {
+    let mut m = [0u8; 9];
+    m[0] = b'R';
+    m[1..5].copy_from_slice(&pid.to_le_bytes());
+    proc::write_all_raw(fd, &m);
+}
+
+fn send_result(fd: RawFd, r: Result<u64, i32>) {
+    let v: i64 = match r {
+        Ok(n) => n as i64,
+        Err(e) => -(e as i64),
+    };
+    let mut m = [0u8; 9];
+    m[0] = b'C';
+    m[1..9].copy_from_slice(&v.to_le_bytes());
+    proc::write_all_raw(fd, &m);
+}
+
+fn send_error(fd: RawFd, err: (i32, &'static str)) -> i32 {
+    let mut m = [0u8; 9 + 40];
+    m[0] = b'E';
+    m[1..5].copy_from_slice(&err.0.to_le_bytes());
+    let s = err.1.as_bytes();
+    let n = s.len().min(40);
+    m[5..9].copy_from_slice(&(n as u32).to_le_bytes());
+    m[9..9 + n].copy_from_slice(&s[..n]);
+    proc::write_all_raw(fd, &m[..9 + n]);
+    3
+}
+
+/// Reads one message; `Ok((kind, value))`.
+fn recv(fd: &OwnedFd, deadline: Instant, who: &str) -> Result<(u8, i64), String> {
+    let mut h = [0u8; 9];
+    proc::read_exact_until(fd, &mut h, deadline).map_err(|e| format!("{who}: {e}"))?;
+    match h[0] {
+        b'R' => Ok((b'R', i32::from_le_bytes(h[1..5].try_into().unwrap()) as i64)),
+        b'C' => Ok((b'C', i64::from_le_bytes(h[1..9].try_into().unwrap()))),
+        b'E' => {
+            let errno = i32::from_le_bytes(h[1..5].try_into().unwrap());
+            let n = u32::from_le_bytes(h[5..9].try_into().unwrap()) as usize;
+            let mut s = vec![0u8; n.min(40)];
+            proc::read_exact_until(fd, &mut s, deadline).map_err(|e| format!("{who}: {e}"))?;
+            Err(format!(
+                "{who} setup failed at {}: {}",
+                String::from_utf8_lossy(&s),
+                crate::errno::name(errno)
+            ))
+        }
+        other => Err(format!("{who}: unexpected message byte {other:#x}")),
+    }
+}
+
+fn pause_forever() -> ! {
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+    }
+}
+
+/// A stack for a raw clone child, mapped in the current process.
+fn clone_stack() -> Result<*mut u8, (i32, &'static str)> {
+    const SIZE: usize = 256 << 10;
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err((nix::errno::Errno::last_raw(), "mmap(stack)"));
+    }
+    // SAFETY: one past the end of the mapping is the initial stack pointer for clone.
+    Ok(unsafe { (p as *mut u8).add(SIZE) })
+}
+
+extern "C" fn idle_thread(_: *mut libc::c_void) -> libc::c_int {
+    pause_forever()
+}
+
+extern "C" fn idle_clone_vm(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: integer prctl; the CLONE_VM child must die with the caller that made it.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    pause_forever()
+}
+
+const THREAD_FLAGS: libc::c_int = libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM;
+
+/// Starts a thread (or a CLONE_VM process) running `f` on its own stack; returns its TID.
+fn spawn_raw(
+    f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    flags: libc::c_int,
+    arg: *mut libc::c_void,
+) -> Result<i32, (i32, &'static str)> {
+    let stack = clone_stack()?;
+    // SAFETY: `stack` is the top of a fresh 256 KiB mapping used by nothing else; `f` only
+    // makes raw syscalls on data that stays mapped for the life of the process.
+    let tid = unsafe { libc::clone(f, stack.cast(), flags, arg) };
+    if tid < 0 {
+        return Err((nix::errno::Errno::last_raw(), "clone"));
+    }
+    Ok(tid)
+}
+
+/// What a zombie-leader's surviving thread needs: it reports ready and serves dumps.
+struct ServeCtx<'a> {
+    regions: &'a [Region],
+    up: RawFd,
+    down: RawFd,
+}
+
+extern "C" fn serving_thread(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to a ServeCtx built by the parent before fork; it lives in this
+    // process's copy of the parent's memory for the whole life of the process.
+    let ctx = unsafe { &*(arg as *const ServeCtx<'_>) };
+    // SAFETY: gettid has no preconditions.
+    send_ready(ctx.up, unsafe { libc::gettid() });
+    serve(ctx.regions, ctx.up, ctx.down)
+}
+
+/// Answers dump requests until the parent closes the pipe.
+fn serve(regions: &[Region], up: RawFd, down: RawFd) -> ! {
+    while let Some(b'D') = proc::read_byte_raw(down) {
+        layout::dump(regions, up);
+    }
+    // SAFETY: exit_group ends the whole target.
+    unsafe { libc::_exit(0) }
+}
+
+fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: Inject) -> i32 {
+    if inject == Inject::TargetHang {
+        pause_forever();
+    }
+    let setup = || -> Result<(), (i32, &'static str)> {
+        layout::build(&plan.target_regions, fds)?;
+        if let Some(c) = &plan.target_creds {
+            crate::sys::creds::apply(c)?;
+        }
+        if plan.target_creds.is_some() || !plan.target_dumpable {
+            // A credential change resets dumpable to suid_dumpable; set what the case asked.
+            crate::sys::creds::set_dumpable(plan.target_dumpable)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        return send_error(ctx.up, e);
+    }
+    match plan.target_kind {
+        TargetKind::ZombieLeader | TargetKind::ZombieLeaderThread => {
+            let arg = ctx as *const ServeCtx<'_> as *mut libc::c_void;
+            if let Err(e) = spawn_raw(serving_thread, THREAD_FLAGS, arg) {
+                return send_error(ctx.up, e);
+            }
+            // Only this thread exits; the group lives on in the serving thread.
+            // SAFETY: SYS_exit ends the calling thread only.
+            unsafe { libc::syscall(libc::SYS_exit, 0) };
+            0
+        }
+        _ => {
+            // SAFETY: getpid has no preconditions.
+            send_ready(ctx.up, unsafe { libc::getpid() });
+            serve(&plan.target_regions, ctx.up, ctx.down)
+        }
+    }
+}
+
+struct CallerCtx<'a> {
+    plan: &'a Plan,
+    target_pid: i32,
+    caller_fds: Vec<Option<RawFd>>,
+    target_fds: Vec<Option<RawFd>>,
+    up: RawFd,
+    down: RawFd,
+    inject: Inject,
+}
+
+fn caller_main(c: &CallerCtx<'_>) -> i32 {
+    let plan = c.plan;
+    let setup = || -> Result<(i32, i32), (i32, &'static str)> {
+        layout::build(&plan.caller_regions, &c.caller_fds)?;
+        layout::build_arrays(&plan.arrays)?;
+        let mut clone_child = 0;
+        let pid = match plan.target_kind {
+            TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => {
+                layout::build(&plan.target_regions, &c.target_fds)?;
+                match plan.target_kind {
+                    // SAFETY: getpid has no preconditions.
+                    TargetKind::SelfProcess => unsafe { libc::getpid() },
+                    TargetKind::Thread => {
+                        spawn_raw(idle_thread, THREAD_FLAGS, std::ptr::null_mut())?
+                    }
+                    _ => {
+                        clone_child = spawn_raw(
+                            idle_clone_vm,
+                            libc::CLONE_VM | libc::SIGCHLD,
+                            std::ptr::null_mut(),
+                        )?;
+                        clone_child
+                    }
+                }
+            }
+            _ => c.target_pid,
+        };
+        if let Some(cr) = &plan.caller_creds {
+            crate::sys::creds::apply(cr)?;
+        }
+        Ok((pid, clone_child))
+    };
+    let (pid, clone_child) = match setup() {
+        Ok(v) => v,
+        Err(e) => return send_error(c.up, e),
+    };
+    if c.inject == Inject::CallerHang {
+        pause_forever();
+    }
+    let call = &plan.call;
+    let args = crate::sys::RawArgs {
+        pid,
+        lvec: call.lvec,
+        liovcnt: call.liovcnt,
+        rvec: call.rvec,
+        riovcnt: call.riovcnt,
+        flags: call.flags,
+    };
+    let write = call.syscall == Syscall::Writev;
+    let r = match call.entry {
+        Entry::Native => crate::sys::call_native(write, &args),
+        Entry::Compat => crate::sys::call_compat(write, &args),
+    };
+    send_ready(c.up, pid);
+    send_result(c.up, r);
+    layout::dump(&plan.caller_regions, c.up);
+    if plan.target_shares_caller_mm() {
+        layout::dump(&plan.target_regions, c.up);
+    }
+    // Wait for the parent to finish reading, then take the CLONE_VM child down with us.
+    proc::read_byte_raw(c.down);
+    if clone_child > 0 {
+        // SAFETY: our own child, not yet reaped.
+        unsafe {
+            libc::kill(clone_child, libc::SIGKILL);
+            libc::waitpid(clone_child, std::ptr::null_mut(), libc::__WALL);
+        }
+    }
+    0
+}
+
+fn read_dumps(
+    fd: &OwnedFd,
+    regions: &[Region],
+    deadline: Instant,
+    who: &str,
+    out: &mut Vec<Dump>,
+) -> Result<(), String> {
+    for r in regions.iter().filter(|r| layout::dumped(r)) {
+        let mut memory = vec![0u8; r.backed_len() as usize];
+        proc::read_exact_until(fd, &mut memory, deadline)
+            .map_err(|e| format!("{who} dump of {}: {e}", r.name))?;
+        out.push(Dump {
+            side: r.side,
+            name: r.name.clone(),
+            memory,
+            file: None,
+        });
+    }
+    Ok(())
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+}
+
+/// Runs the plan's call on the running kernel. `Err` is a setup failure (the case is broken).
+pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, String> {
+    let files = Files {
+        target: files_for(&plan.target_regions)?,
+        caller: files_for(&plan.caller_regions)?,
+    };
+    let target_fds = raw_fds(&files.target);
+    let caller_fds = raw_fds(&files.caller);
+
+    let mut target: Option<Child> = None;
+    let mut target_pipes: Option<(OwnedFd, OwnedFd)> = None; // (up_r, down_w)
+    let target_pid: i32 = match plan.target_kind {
+        TargetKind::Child
+        | TargetKind::ZombieLeader
+        | TargetKind::ZombieLeaderThread
+        | TargetKind::PidnsChild => {
+            let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+            let (down_r, down_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+            let ctx = ServeCtx {
+                regions: &plan.target_regions,
+                up: up_w.as_raw_fd(),
+                down: down_r.as_raw_fd(),
+            };
+            let flags = if plan.target_kind == TargetKind::PidnsChild {
+                libc::CLONE_NEWPID as libc::c_ulong
+            } else {
+                0
+            };
+            let child = proc::fork_with(b"pvmtest-target\0", flags, || {
+                target_main(plan, &target_fds, &ctx, opts.inject)
+            })
+            .map_err(|e| format!("forking the target: {e}"))?;
+            drop(up_w);
+            drop(down_r);
+            let deadline = Instant::now() + opts.timeout;
+            let (_, reported) = recv(&up_r, deadline, "target").map_err(|e| {
+                if e.contains("timed out") {
+                    format!("target never became ready within {:?}", opts.timeout)
+                } else {
+                    e
+                }
+            })?;
+            let leader = child.pid;
+            target = Some(child);
+            target_pipes = Some((up_r, down_w));
+            match plan.target_kind {
+                TargetKind::ZombieLeader | TargetKind::ZombieLeaderThread => {
+                    while proc_state(leader) != Some('Z') {
+                        if Instant::now() > deadline {
+                            return Err("the target's leader thread never became a zombie".into());
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    if plan.target_kind == TargetKind::ZombieLeader {
+                        leader
+                    } else {
+                        reported as i32
+                    }
+                }
+                _ => leader,
+            }
+        }
+        TargetKind::Zombie => {
+            let child =
+                proc::fork_child(b"pvmtest-zombie\0", || 0).map_err(|e| format!("fork: {e}"))?;
+            if !child.wait_zombie(opts.timeout) {
+                return Err("the zombie target never exited".into());
+            }
+            let pid = child.pid;
+            target = Some(child);
+            pid
+        }
+        TargetKind::Reaped => {
+            let child =
+                proc::fork_child(b"pvmtest-reaped\0", || 0).map_err(|e| format!("fork: {e}"))?;
+            let pid = child.pid;
+            child.reap();
+            pid
+        }
+        TargetKind::UnusedPid => facts.pid_max,
+        TargetKind::Pid0 => 0,
+        TargetKind::PidMinus1 => -1,
+        TargetKind::Kthread => 2,
+        TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => 0,
+    };
+    if opts.inject == Inject::Panic {
+        panic!("injected panic (PVMTEST_INJECT=panic) with the target up");
+    }
+
+    let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (down_r, down_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let ctx = CallerCtx {
+        plan,
+        target_pid,
+        caller_fds,
+        target_fds: target_fds.clone(),
+        up: up_w.as_raw_fd(),
+        down: down_r.as_raw_fd(),
+        inject: opts.inject,
+    };
+    let caller = proc::fork_child(b"pvmtest-caller\0", || caller_main(&ctx))
+        .map_err(|e| format!("forking the caller: {e}"))?;
+    drop(up_w);
+    drop(down_r);
+    let deadline = Instant::now() + opts.timeout;
+    let timed = |e: String| {
+        if e.contains("timed out") {
+            format!("the caller did not report within {:?}", opts.timeout)
+        } else {
+            e
+        }
+    };
+    let (_, pid) = recv(&up_r, deadline, "caller").map_err(timed)?;
+    let (_, ret) = recv(&up_r, deadline, "caller").map_err(timed)?;
+    let result = if ret < 0 {
+        Err((-ret) as i32)
+    } else {
+        Ok(ret as u64)
+    };
+    let mut dumps = Vec::new();
+    read_dumps(&up_r, &plan.caller_regions, deadline, "caller", &mut dumps)?;
+    if plan.target_shares_caller_mm() {
+        read_dumps(&up_r, &plan.target_regions, deadline, "caller", &mut dumps)?;
+    }
+    drop(down_w); // lets the caller clean up its CLONE_VM child and exit
+    drop(caller);
+
+    if let Some((up, down)) = &target_pipes {
+        if plan.target_kind != TargetKind::ZombieLeader {
+            if !proc::write_all_raw(down.as_raw_fd(), b"D") {
+                return Err("the target went away before its dump".into());
+            }
+            read_dumps(
+                up,
+                &plan.target_regions,
+                Instant::now() + opts.timeout,
+                "target",
+                &mut dumps,
+            )?;
+        }
+    }
+    drop(target_pipes);
+    drop(target);
+
+    // File contents, read through the harness's own descriptors.
+    for (regions, fds) in [
+        (&plan.target_regions, &files.target),
+        (&plan.caller_regions, &files.caller),
+    ] {
+        for (r, fd) in regions.iter().zip(fds.iter()) {
+            let Some(fd) = fd else { continue };
+            let mut buf = vec![0u8; r.file_size.unwrap_or(0) as usize];
+            let n = nix::sys::uio::pread(fd, &mut buf, 0).map_err(|e| format!("pread: {e}"))?;
+            buf.truncate(n);
+            if let Some(d) = dumps
+                .iter_mut()
+                .find(|d| d.side == r.side && d.name == r.name)
+            {
+                d.file = Some(buf);
+            }
+        }
+    }
+    Ok(Observed {
+        result,
+        pid: pid as i32,
+        dumps,
+    })
+}

@@ -1,0 +1,192 @@
+//! Facts about the running system that the model takes as input: kernel version, Yama scope,
+//! the harness's own credentials, and which optional features exist. Facts are read from
+//! `/proc` and `uname`, or probed by a harmless call (never by running the syscall under test).
+
+use crate::caps::CapSet;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// `uname -r`.
+    pub release: String,
+    /// `(major, minor, patch)` parsed from the release.
+    pub version: (u32, u32, u32),
+    pub arch: String,
+    /// Highest user address + 1 as `access_ok` sees it (TASK_SIZE_MAX): 47- or 56-bit.
+    pub task_size_max: u64,
+    /// The CPU has protection keys, so exec-only memory is unreadable even by the kernel.
+    pub pku: bool,
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    #[serde(serialize_with = "ser_caps")]
+    pub cap_effective: CapSet,
+    #[serde(serialize_with = "ser_caps")]
+    pub cap_permitted: CapSet,
+    /// `/proc/sys/kernel/yama/ptrace_scope`, or `None` without Yama.
+    pub yama_scope: Option<u8>,
+    pub compat: bool,
+    pub thp: bool,
+    pub memfd: bool,
+    pub pidns: bool,
+    pub kthreadd: bool,
+    pub pid_max: i32,
+}
+
+fn ser_caps<S: serde::Serializer>(c: &CapSet, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{:#x}", c.0))
+}
+
+/// Parses `5.10`, `6.12.117-cloud-amd64` or `7.3.4+deb13` into `(major, minor)`.
+pub fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let v = parse_release(s)?;
+    Some((v.0, v.1))
+}
+
+fn parse_release(s: &str) -> Option<(u32, u32, u32)> {
+    let mut nums = s
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse::<u32>().ok());
+    let major = nums.next()??;
+    let minor = nums.next()??;
+    let patch = nums.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+impl Facts {
+    /// The facts a typical Debian x86-64 machine running as root would report; tests of the
+    /// model start from this and change one fact at a time.
+    pub fn example(version: (u32, u32, u32)) -> Facts {
+        Facts {
+            release: format!("{}.{}.{}", version.0, version.1, version.2),
+            version,
+            arch: "x86_64".into(),
+            task_size_max: 0x7fff_ffff_f000,
+            pku: false,
+            uid: 0,
+            euid: 0,
+            suid: 0,
+            gid: 0,
+            egid: 0,
+            sgid: 0,
+            cap_effective: CapSet((1u64 << 41) - 1),
+            cap_permitted: CapSet((1u64 << 41) - 1),
+            yama_scope: None,
+            compat: true,
+            thp: true,
+            memfd: true,
+            pidns: true,
+            kthreadd: true,
+            pid_max: 4_194_304,
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.euid == 0
+    }
+
+    /// Reads the running system. `compat_probe` says whether `int 0x80` works (see
+    /// [`crate::sys::compat_available`]).
+    pub fn detect() -> Facts {
+        let uts = nix::sys::utsname::uname().ok();
+        let release = uts
+            .as_ref()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let arch = uts
+            .as_ref()
+            .map(|u| u.machine().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let version = parse_release(&release).unwrap_or((0, 0, 0));
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| -> Vec<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .filter_map(|t| {
+                            t.parse::<u64>()
+                                .ok()
+                                .or_else(|| u64::from_str_radix(t, 16).ok())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let uids = field("Uid:");
+        let gids = field("Gid:");
+        let hex = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|r| u64::from_str_radix(r.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("flags"))
+            .map(|r| {
+                r.trim_start_matches([' ', '\t', ':'])
+                    .split_whitespace()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let read_trim = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
+        let cap_effective = CapSet(hex("CapEff:"));
+        let thp = read_trim("/sys/kernel/mm/transparent_hugepage/enabled")
+            .is_some_and(|s| !s.contains("[never]"));
+        Facts {
+            release,
+            version,
+            arch,
+            task_size_max: if flags.contains(&"la57") {
+                0x00ff_ffff_ffff_f000
+            } else {
+                0x7fff_ffff_f000
+            },
+            pku: flags.contains(&"pku") && flags.contains(&"ospke"),
+            uid: uids.first().copied().unwrap_or(u64::MAX) as u32,
+            euid: uids.get(1).copied().unwrap_or(u64::MAX) as u32,
+            suid: uids.get(2).copied().unwrap_or(u64::MAX) as u32,
+            gid: gids.first().copied().unwrap_or(u64::MAX) as u32,
+            egid: gids.get(1).copied().unwrap_or(u64::MAX) as u32,
+            sgid: gids.get(2).copied().unwrap_or(u64::MAX) as u32,
+            cap_effective,
+            cap_permitted: CapSet(hex("CapPrm:")),
+            yama_scope: read_trim("/proc/sys/kernel/yama/ptrace_scope")
+                .and_then(|s| s.parse().ok()),
+            compat: crate::sys::compat_available(),
+            thp,
+            memfd: crate::sys::memfd_available(),
+            pidns: cap_effective.has(crate::caps::SYS_ADMIN),
+            kthreadd: read_trim("/proc/2/comm").as_deref() == Some("kthreadd"),
+            pid_max: read_trim("/proc/sys/kernel/pid_max")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(4_194_304),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("5.10"), Some((5, 10)));
+        assert_eq!(parse_release("6.12.117-cloud-amd64"), Some((6, 12, 117)));
+        assert_eq!(parse_release("7.3.4+deb13-cloud-amd64"), Some((7, 3, 4)));
+        assert_eq!(parse_release("6.18"), Some((6, 18, 0)));
+        assert_eq!(parse_version("six"), None);
+    }
+}

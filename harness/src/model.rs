@@ -1,0 +1,697 @@
+//! The reference model: a pure function from a validated case and the system's facts to the
+//! outcome the kernel should produce. No syscalls, no raw pointers: addresses here are numbers
+//! describing the declared layout.
+//!
+//! It follows mm/process_vm_access.c (`process_vm_rw` → `process_vm_rw_core` →
+//! `process_vm_rw_single_vec` → `process_vm_rw_pages`) and the helpers it calls; each rule is
+//! described, with its source, in docs/SEMANTICS.md under the same `decided_by` name.
+
+use crate::caps::{self, CapSet};
+use crate::case::{Entry, Prot, Syscall, TargetKind};
+use crate::expr::{IOV_MAX, MAX_RW_COUNT, PAGE};
+use crate::facts::Facts;
+use crate::plan::{ArrayImage, Creds, Plan, Region};
+use std::fmt;
+
+/// Every step that can decide an outcome, in the kernel's order.
+pub const STEPS: &[&str] = &[
+    "flags",
+    "local_count",
+    "local_array_fault",
+    "local_negative_len",
+    "local_access_ok",
+    "local_zero_shortcut",
+    "remote_count",
+    "remote_array_fault",
+    "remote_negative_len",
+    "remote_zero_shortcut",
+    "pid_lookup",
+    "no_mm",
+    "perm_ids",
+    "perm_dumpable",
+    "perm_caps",
+    "perm_yama",
+    "remote_fault",
+    "local_fault",
+    "complete",
+];
+
+/// Behaviour that differs between kernel versions (see docs/SEMANTICS.md, "Differences between
+/// kernel versions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// `__import_iovec` imports a single segment as ITER_UBUF: `import_ubuf` clamps the length
+    /// to MAX_RW_COUNT *before* `access_ok`.
+    pub ubuf_single_segment: bool,
+    /// `copy_iovec_from_user` reads element by element and stops at the first negative length
+    /// (older kernels `copy_from_user` the whole array first, so a fault anywhere wins).
+    pub native_iovec_elementwise: bool,
+}
+
+impl Rules {
+    pub fn for_version(v: (u32, u32, u32)) -> Rules {
+        let at_least = |maj: u32, min: u32| (v.0, v.1) >= (maj, min);
+        Rules {
+            ubuf_single_segment: at_least(6, 4),
+            native_iovec_elementwise: at_least(6, 4),
+        }
+    }
+}
+
+/// One contiguous piece of the transfer: `len` bytes between `local` (caller) and `remote`
+/// (target) addresses. Direction follows the syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copy {
+    pub local: u64,
+    pub remote: u64,
+    pub len: u64,
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    /// Bytes moved, or the errno.
+    pub result: Result<u64, i32>,
+    /// The step that decided the result (one of [`STEPS`]).
+    pub decided_by: &'static str,
+    /// Where it was decided, e.g. `data+4096` for a fault.
+    pub at: Option<String>,
+    /// Every step taken, for `pvmtest explain`.
+    pub trace: Vec<String>,
+    /// What moved, in order; later copies overwrite earlier ones.
+    pub copies: Vec<Copy>,
+}
+
+impl Prediction {
+    pub fn result_string(&self) -> String {
+        match self.result {
+            Ok(n) => n.to_string(),
+            Err(e) => crate::errno::name(e),
+        }
+    }
+}
+
+impl fmt::Display for Prediction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}", self.result_string(), self.decided_by)?;
+        if let Some(at) = &self.at {
+            write!(f, " at {at}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// How the kernel touches a byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `pin_user_pages_remote` without FOLL_WRITE: `check_vma_flags` wants VM_READ.
+    PinRead,
+    /// `pin_user_pages_remote` with FOLL_WRITE: wants VM_WRITE (no FOLL_FORCE).
+    PinWrite,
+    /// `copy_from_user` on the caller: the x86 fault handler allows reads of any accessible
+    /// VMA (`vma_is_accessible`: read, write or exec), unless protection keys make exec-only
+    /// memory unreadable.
+    UserRead,
+    /// `copy_to_user` on the caller: needs VM_WRITE.
+    UserWrite,
+}
+
+fn prot_allows(prot: Prot, access: Access, pku: bool) -> bool {
+    let (r, w, x) = match prot {
+        Prot::Rw => (true, true, false),
+        Prot::Ro => (true, false, false),
+        Prot::None => (false, false, false),
+        Prot::Wo => (false, true, false),
+        Prot::Xo => (false, false, true),
+        Prot::Rwx => (true, true, true),
+    };
+    match access {
+        Access::PinRead => r,
+        Access::PinWrite | Access::UserWrite => w,
+        Access::UserRead => r || w || (x && !pku),
+    }
+}
+
+/// A process's address space as the plan declares it.
+struct View<'a> {
+    regions: Vec<&'a Region>,
+    arrays: &'a [ArrayImage],
+    pku: bool,
+}
+
+enum Area<'a> {
+    Region(&'a Region),
+    Array(&'a ArrayImage),
+}
+
+impl<'a> View<'a> {
+    fn area(&self, addr: u64) -> Option<Area<'a>> {
+        if let Some(r) = self
+            .regions
+            .iter()
+            .find(|r| !r.is_hole() && addr >= r.start && addr < r.end())
+        {
+            return Some(Area::Region(r));
+        }
+        self.arrays
+            .iter()
+            .find(|a| addr >= a.map_start && addr < a.map_start + a.map_len)
+            .map(Area::Array)
+    }
+
+    /// Bytes accessible from `addr`, at most `max`. Areas are page-aligned, so the answer is
+    /// page-granular for pinning and byte-exact for user copies alike.
+    fn run(&self, addr: u64, max: u64, access: Access) -> u64 {
+        let mut cur = addr;
+        loop {
+            let end = match self.area(cur) {
+                Some(Area::Region(r))
+                    if prot_allows(r.prot, access, self.pku) && cur < r.start + r.backed_len() =>
+                {
+                    r.start + r.backed_len()
+                }
+                Some(Area::Array(a)) => a.map_start + a.map_len,
+                _ => return (cur - addr).min(max),
+            };
+            if end - addr >= max {
+                return max;
+            }
+            cur = end;
+        }
+    }
+
+    /// The kernel's `copy_from_user` of `len` bytes of initial caller memory, or `None` on a fault.
+    fn read(&self, addr: u64, len: u64) -> Option<Vec<u8>> {
+        if self.run(addr, len, Access::UserRead) < len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        for a in addr..addr + len {
+            out.push(match self.area(a)? {
+                Area::Region(r) => byte_of(r, a - r.start),
+                Area::Array(img) => {
+                    let off = a.checked_sub(img.addr);
+                    off.and_then(|o| img.bytes.get(o as usize).copied())
+                        .unwrap_or(0)
+                }
+            });
+        }
+        Some(out)
+    }
+}
+
+/// The initial byte at `off` of a region (see [`crate::pattern::initial`]).
+pub fn byte_of(r: &Region, off: u64) -> u8 {
+    let in_file = r.file_size.is_none_or(|fs| off < fs);
+    if r.fill == crate::case::Fill::Pattern && in_file {
+        crate::pattern::byte(r.tag, off)
+    } else {
+        0
+    }
+}
+
+/// `access_ok(ptr, size)` on x86-64: the range must end at or below TASK_SIZE_MAX without
+/// wrapping (arch/x86/include/asm/uaccess_64.h `__access_ok`; asm-generic/access_ok.h before).
+fn access_ok(facts: &Facts, ptr: u64, size: u64) -> bool {
+    ptr.checked_add(size)
+        .is_some_and(|end| end <= facts.task_size_max)
+}
+
+type Fail = (i32, &'static str, Option<String>);
+
+struct Model<'a> {
+    plan: &'a Plan,
+    facts: &'a Facts,
+    rules: Rules,
+    caller: View<'a>,
+    target: View<'a>,
+    trace: Vec<String>,
+}
+
+impl<'a> Model<'a> {
+    /// Names an address for humans: `region+off`, or a named bad address, or hex.
+    fn label(&self, addr: u64) -> String {
+        for r in self
+            .plan
+            .target_regions
+            .iter()
+            .chain(&self.plan.caller_regions)
+        {
+            if addr >= r.start && addr < r.end() {
+                return format!("{}+{}", r.name, addr - r.start);
+            }
+        }
+        match addr {
+            crate::plan::NULL => "null".into(),
+            crate::plan::KERNEL => "kernel".into(),
+            crate::plan::NON_CANONICAL => "non_canonical".into(),
+            _ => format!("{addr:#x}"),
+        }
+    }
+
+    /// `iovec_from_user` / `copy_iovec_from_user` / `copy_compat_iovec_from_user`: the
+    /// elements as (base, len), or the failure. `elementwise` reads element by element.
+    fn read_array(
+        &self,
+        ptr: u64,
+        n: u64,
+        side: &str,
+        elementwise: bool,
+    ) -> Result<Vec<(u64, u64)>, Fail> {
+        let compat = self.plan.call.entry == Entry::Compat;
+        let esz: u64 = if compat { 8 } else { 16 };
+        let (fault, negative) = if side == "local" {
+            ("local_array_fault", "local_negative_len")
+        } else {
+            ("remote_array_fault", "remote_negative_len")
+        };
+        if !access_ok(self.facts, ptr, n * esz) {
+            return Err((
+                libc::EFAULT,
+                fault,
+                Some(format!("{side} array {} fails access_ok", self.label(ptr))),
+            ));
+        }
+        let decode = |b: &[u8]| -> (u64, i64) {
+            if compat {
+                let base = u32::from_le_bytes(b[0..4].try_into().unwrap()) as u64;
+                let len = i32::from_le_bytes(b[4..8].try_into().unwrap()) as i64;
+                (base, len)
+            } else {
+                let base = u64::from_le_bytes(b[0..8].try_into().unwrap());
+                let len = i64::from_le_bytes(b[8..16].try_into().unwrap());
+                (base, len)
+            }
+        };
+        let mut out = Vec::with_capacity(n as usize);
+        if elementwise {
+            for i in 0..n {
+                let at = ptr + i * esz;
+                let b = self.caller.read(at, esz).ok_or_else(|| {
+                    (
+                        libc::EFAULT,
+                        fault,
+                        Some(format!("{side} array element {i} at {}", self.label(at))),
+                    )
+                })?;
+                let (base, len) = decode(&b);
+                if len < 0 {
+                    return Err((libc::EINVAL, negative, Some(format!("{side} element {i}"))));
+                }
+                out.push((base, len as u64));
+            }
+        } else {
+            let b = self.caller.read(ptr, n * esz).ok_or_else(|| {
+                (
+                    libc::EFAULT,
+                    fault,
+                    Some(format!("{side} array at {}", self.label(ptr))),
+                )
+            })?;
+            for (i, chunk) in b.chunks(esz as usize).enumerate() {
+                let (base, len) = decode(chunk);
+                if len < 0 {
+                    return Err((libc::EINVAL, negative, Some(format!("{side} element {i}"))));
+                }
+                out.push((base, len as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `import_iovec`: the local segments after access_ok and the MAX_RW_COUNT clamp.
+    fn import_local(&mut self) -> Result<Vec<(u64, u64)>, Fail> {
+        let call = &self.plan.call;
+        // import_iovec takes `unsigned nr_segs`: liovcnt is truncated to 32 bits.
+        let n = call.liovcnt as u32 as u64;
+        if n != call.liovcnt {
+            self.trace.push(format!(
+                "liovcnt {} truncated to 32 bits: {n}",
+                call.liovcnt
+            ));
+        }
+        if n == 0 {
+            self.trace.push("local import: 0 segments".into());
+            return Ok(Vec::new());
+        }
+        let compat = call.entry == Entry::Compat;
+        if n == 1 && self.rules.ubuf_single_segment {
+            // __import_iovec_ubuf → import_ubuf: clamp, then access_ok.
+            let v = self.read_array(call.lvec, 1, "local", true)?;
+            let (base, len) = v[0];
+            let len = len.min(MAX_RW_COUNT);
+            if !access_ok(self.facts, base, len) {
+                return Err((
+                    libc::EFAULT,
+                    "local_access_ok",
+                    Some(format!("local[0] {}", self.label(base))),
+                ));
+            }
+            self.trace.push(format!(
+                "local import: 1 segment as ITER_UBUF, {len} bytes after the MAX_RW_COUNT clamp"
+            ));
+            return Ok(vec![(base, len)]);
+        }
+        if n > IOV_MAX {
+            return Err((
+                libc::EINVAL,
+                "local_count",
+                Some(format!("liovcnt {n} > IOV_MAX")),
+            ));
+        }
+        let elementwise = compat || self.rules.native_iovec_elementwise;
+        let v = self.read_array(call.lvec, n, "local", elementwise)?;
+        let mut total = 0u64;
+        let mut out = Vec::with_capacity(v.len());
+        for (i, (base, len)) in v.into_iter().enumerate() {
+            if !access_ok(self.facts, base, len) {
+                return Err((
+                    libc::EFAULT,
+                    "local_access_ok",
+                    Some(format!("local[{i}] {}", self.label(base))),
+                ));
+            }
+            let len = len.min(MAX_RW_COUNT - total);
+            total += len;
+            out.push((base, len));
+        }
+        self.trace.push(format!(
+            "local import: {n} segments, {total} bytes after the MAX_RW_COUNT clamp"
+        ));
+        Ok(out)
+    }
+
+    fn import_remote(&mut self) -> Result<Vec<(u64, u64)>, Fail> {
+        let call = &self.plan.call;
+        // iovec_from_user takes `unsigned long nr_segs`: no truncation.
+        let n = call.riovcnt;
+        if n == 0 {
+            self.trace.push("remote import: 0 segments".into());
+            return Ok(Vec::new());
+        }
+        if n > IOV_MAX {
+            return Err((
+                libc::EINVAL,
+                "remote_count",
+                Some(format!("riovcnt {n} > IOV_MAX")),
+            ));
+        }
+        let elementwise = call.entry == Entry::Compat || self.rules.native_iovec_elementwise;
+        let v = self.read_array(call.rvec, n, "remote", elementwise)?;
+        self.trace.push(format!(
+            "remote import: {n} segments (no access_ok, no clamp on remote bases)"
+        ));
+        Ok(v)
+    }
+
+    /// `mm_access` and `__ptrace_may_access(PTRACE_MODE_ATTACH_REALCREDS)`.
+    fn check_target(&mut self) -> Result<(), Fail> {
+        let kind = self.plan.target_kind;
+        match kind {
+            TargetKind::Pid0
+            | TargetKind::PidMinus1
+            | TargetKind::Reaped
+            | TargetKind::UnusedPid => {
+                return Err((
+                    libc::ESRCH,
+                    "pid_lookup",
+                    Some(format!("{kind:?} has no task")),
+                ));
+            }
+            TargetKind::Zombie | TargetKind::Kthread | TargetKind::ZombieLeader => {
+                return Err((libc::ESRCH, "no_mm", Some(format!("{kind:?} has no mm"))));
+            }
+            TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => {
+                self.trace.push(
+                    "target shares the caller's mm: mm_access skips the permission check".into(),
+                );
+                return Ok(());
+            }
+            TargetKind::Child | TargetKind::ZombieLeaderThread | TargetKind::PidnsChild => {}
+        }
+        let caller = proc_creds(self.plan.caller_creds.as_ref(), self.facts);
+        let target = proc_creds(self.plan.target_creds.as_ref(), self.facts);
+        let ptrace_cap = caller.effective.has(caps::SYS_PTRACE);
+        let ids_match = caller.uid == target.euid
+            && caller.uid == target.suid
+            && caller.uid == target.uid
+            && caller.gid == target.egid
+            && caller.gid == target.sgid
+            && caller.gid == target.gid;
+        if !ids_match && !ptrace_cap {
+            return Err((
+                libc::EPERM,
+                "perm_ids",
+                Some("real ids differ from the target's and no CAP_SYS_PTRACE".into()),
+            ));
+        }
+        if !self.plan.target_dumpable && !ptrace_cap {
+            return Err((
+                libc::EPERM,
+                "perm_dumpable",
+                Some("target is not dumpable".into()),
+            ));
+        }
+        if !target.permitted.is_subset_of(caller.permitted) && !ptrace_cap {
+            return Err((
+                libc::EPERM,
+                "perm_caps",
+                Some("target's permitted capabilities exceed the caller's".into()),
+            ));
+        }
+        match self.facts.yama_scope {
+            None | Some(0) => {}
+            // The caller is the target's sibling, never its ancestor, and no target declares
+            // a ptracer: scope 1 and 2 then both need CAP_SYS_PTRACE; 3 denies everything.
+            Some(1) | Some(2) if ptrace_cap => {}
+            Some(s) => {
+                return Err((
+                    libc::EPERM,
+                    "perm_yama",
+                    Some(format!("Yama ptrace_scope {s}")),
+                ))
+            }
+        }
+        self.trace.push("permission: allowed".into());
+        Ok(())
+    }
+}
+
+/// The credentials a process ends up with, computed from capabilities(7)'s rules for uid
+/// changes (not read back from the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcCreds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub permitted: CapSet,
+    pub effective: CapSet,
+}
+
+pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> ProcCreds {
+    let Some(c) = c else {
+        return ProcCreds {
+            uid: facts.uid,
+            euid: facts.euid,
+            suid: facts.suid,
+            gid: facts.gid,
+            egid: facts.egid,
+            sgid: facts.sgid,
+            permitted: facts.cap_permitted,
+            effective: facts.cap_effective,
+        };
+    };
+    // "If one or more of the real, effective, or saved set user IDs was previously 0, and as a
+    // result of the UID changes all of these IDs have a nonzero value, then all capabilities
+    // are cleared from the permitted, effective, and ambient capability sets" unless
+    // PR_SET_KEEPCAPS; "If the effective user ID is changed from 0 to nonzero, then all
+    // capabilities are cleared from the effective set."
+    let all_nonzero = c.uid != 0 && c.euid != 0 && c.suid != 0;
+    let permitted = if all_nonzero && !c.keep_caps {
+        CapSet(0)
+    } else {
+        facts.cap_permitted
+    };
+    let effective = if c.euid != 0 {
+        CapSet(0)
+    } else {
+        facts.cap_effective
+    };
+    let permitted = permitted.without(c.drop);
+    let effective = CapSet(effective.without(c.drop).without(c.drop_effective).0 & permitted.0);
+    ProcCreds {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        permitted,
+        effective,
+    }
+}
+
+/// The local iovec stream as `iov_iter` walks it.
+struct LocalStream {
+    segs: Vec<(u64, u64)>,
+    idx: usize,
+    off: u64,
+    remaining: u64,
+}
+
+/// Predicts the outcome of the plan's call on a system with these facts.
+pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
+    let pku = facts.pku;
+    let shared = plan.target_shares_caller_mm();
+    let mut caller_regions: Vec<&Region> = plan.caller_regions.iter().collect();
+    let mut target_regions: Vec<&Region> = plan.target_regions.iter().collect();
+    if shared {
+        caller_regions.extend(plan.target_regions.iter());
+        target_regions.extend(plan.caller_regions.iter());
+    }
+    let mut m = Model {
+        plan,
+        facts,
+        rules: Rules::for_version(facts.version),
+        caller: View {
+            regions: caller_regions,
+            arrays: &plan.arrays,
+            pku,
+        },
+        target: View {
+            regions: target_regions,
+            arrays: if shared { &plan.arrays } else { &[] },
+            pku,
+        },
+        trace: Vec::new(),
+    };
+    let mut copies = Vec::new();
+    let outcome = run(&mut m, &mut copies);
+    let (result, decided_by, at) = outcome;
+    Prediction {
+        result,
+        decided_by,
+        at,
+        trace: m.trace,
+        copies,
+    }
+}
+
+type Outcome = (Result<u64, i32>, &'static str, Option<String>);
+
+fn fail(f: Fail) -> Outcome {
+    (Err(f.0), f.1, f.2)
+}
+
+fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
+    let call = &m.plan.call;
+    if call.flags != 0 {
+        return (
+            Err(libc::EINVAL),
+            "flags",
+            Some(format!("flags {:#x}", call.flags)),
+        );
+    }
+    let local = match m.import_local() {
+        Ok(v) => v,
+        Err(f) => return fail(f),
+    };
+    let total: u64 = local.iter().map(|s| s.1).sum();
+    if total == 0 {
+        return (Ok(0), "local_zero_shortcut", None);
+    }
+    let remote = match m.import_remote() {
+        Ok(v) => v,
+        Err(f) => return fail(f),
+    };
+    if remote.iter().all(|r| r.1 == 0) {
+        return (Ok(0), "remote_zero_shortcut", None);
+    }
+    if let Err(f) = m.check_target() {
+        return fail(f);
+    }
+
+    let write = call.syscall == Syscall::Writev;
+    let (pin, user) = if write {
+        (Access::PinWrite, Access::UserRead)
+    } else {
+        (Access::PinRead, Access::UserWrite)
+    };
+    let mut stream = LocalStream {
+        segs: local,
+        idx: 0,
+        off: 0,
+        remaining: total,
+    };
+    let mut moved_total = 0u64;
+    let mut err: Option<Fail> = None;
+    for (i, &(rbase, rlen)) in remote.iter().enumerate() {
+        if stream.remaining == 0 {
+            break;
+        }
+        if rlen == 0 {
+            continue;
+        }
+        let avail = m.target.run(rbase, rlen, pin);
+        let pages = (rbase % PAGE + avail).div_ceil(PAGE);
+        m.trace.push(format!(
+            "remote[{i}] {} len {rlen}: {avail} bytes pinnable ({pages} pages, {} pin batches)",
+            m.label(rbase),
+            pages.div_ceil(1024).max(1)
+        ));
+        if avail == 0 {
+            err = Some((libc::EFAULT, "remote_fault", Some(m.label(rbase))));
+            break;
+        }
+        let want = avail.min(stream.remaining);
+        let mut moved = 0u64;
+        while moved < want {
+            let (base, len) = stream.segs[stream.idx];
+            let left = len - stream.off;
+            if left == 0 {
+                stream.idx += 1;
+                stream.off = 0;
+                continue;
+            }
+            let chunk = left.min(want - moved);
+            let at = base + stream.off;
+            let ok = m.caller.run(at, chunk, user);
+            if ok > 0 {
+                copies.push(Copy {
+                    local: at,
+                    remote: rbase + moved,
+                    len: ok,
+                });
+            }
+            moved += ok;
+            stream.off += ok;
+            stream.remaining -= ok;
+            if ok < chunk {
+                err = Some((libc::EFAULT, "local_fault", Some(m.label(at + ok))));
+                break;
+            }
+        }
+        moved_total += moved;
+        if err.is_some() {
+            break;
+        }
+        if avail < rlen && stream.remaining > 0 {
+            err = Some((libc::EFAULT, "remote_fault", Some(m.label(rbase + avail))));
+            break;
+        }
+    }
+    m.trace.push(format!(
+        "moved {moved_total} bytes in {} copies",
+        copies.len()
+    ));
+    match err {
+        // "If we have managed to copy any data at all then we return the number of bytes
+        // copied. Otherwise we return the error code."
+        Some((_, step, at)) if moved_total > 0 => (Ok(moved_total), step, at),
+        Some(f) => fail(f),
+        None => (Ok(moved_total), "complete", None),
+    }
+}

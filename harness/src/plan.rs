@@ -1,0 +1,802 @@
+//! From a parsed case file to a validated plan: every address, length, count and credential
+//! resolved, every name checked, nothing forked yet.
+//!
+//! Address layout (all fixed, placed with MAP_FIXED_NOREPLACE):
+//!
+//! ```text
+//!  side base ─┬─ page 0: `hole` (never mapped)
+//!             ├─ region 0, region 1, … back to back in declaration order
+//!             │  (`thp` regions start on a 2 MiB boundary; `hole` regions stay unmapped)
+//!             └─ `guard`: the page after the last region (never mapped)
+//!  caller only: the local iovec array, ending exactly on a page boundary, then an unmapped
+//!               page; the remote iovec array likewise. So a count larger than the array makes
+//!               the kernel read into an unmapped page.
+//! ```
+
+use crate::caps::{self, CapSet};
+use crate::case::{
+    CaseFile, CredSpec, Entry, Feature, Fill, IovSpec, NumOrName, Prot, RegionKind, RegionSpec,
+    Syscall, TargetKind,
+};
+use crate::expr::PAGE;
+use std::fmt;
+
+/// Which process an address belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Target,
+    Caller,
+}
+
+/// Named bad addresses: a case says `kernel`, never a hex constant.
+pub const NULL: u64 = 0;
+/// In the kernel's direct map on x86-64 (above TASK_SIZE_MAX, canonical, not the vsyscall page).
+pub const KERNEL: u64 = 0xffff_8880_0000_0000;
+/// Non-canonical with both 4- and 5-level paging (bits 63..57 disagree).
+pub const NON_CANONICAL: u64 = 0x0800_0000_0000_0000;
+
+const NATIVE_TARGET_BASE: u64 = 0x2000_0000_0000;
+const NATIVE_CALLER_BASE: u64 = 0x3000_0000_0000;
+const NATIVE_SPAN: u64 = 0x0800_0000_0000;
+/// Compat iovecs hold 32-bit pointers, so compat layouts live below 4 GiB.
+const COMPAT_TARGET_BASE: u64 = 0x4000_0000;
+const COMPAT_CALLER_BASE: u64 = 0x8000_0000;
+const COMPAT_SPAN: u64 = 0x4000_0000;
+const THP_ALIGN: u64 = 2 << 20;
+
+/// A mapped (or deliberately unmapped) range at a fixed address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub name: String,
+    pub side: Side,
+    /// Byte stamped into every pattern word of this region (see [`crate::pattern`]).
+    pub tag: u8,
+    pub start: u64,
+    pub len: u64,
+    pub prot: Prot,
+    pub kind: RegionKind,
+    /// File length for file-backed kinds.
+    pub file_size: Option<u64>,
+    pub fill: Fill,
+}
+
+impl Region {
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+    pub fn is_file(&self) -> bool {
+        matches!(
+            self.kind,
+            RegionKind::FilePrivate
+                | RegionKind::FileShared
+                | RegionKind::MemfdPrivate
+                | RegionKind::MemfdShared
+        )
+    }
+    pub fn is_shared_file(&self) -> bool {
+        matches!(self.kind, RegionKind::FileShared | RegionKind::MemfdShared)
+    }
+    pub fn is_hole(&self) -> bool {
+        self.kind == RegionKind::Hole
+    }
+    /// Bytes from the start that are backed by the file (whole pages up to EOF); pages past
+    /// EOF raise SIGBUS on access (mmap(2), "SIGBUS").
+    pub fn backed_len(&self) -> u64 {
+        match self.file_size {
+            Some(fs) if self.is_file() => fs.div_ceil(PAGE).saturating_mul(PAGE).min(self.len),
+            _ if self.is_hole() => 0,
+            _ => self.len,
+        }
+    }
+}
+
+/// One `struct iovec` with the expression it came from, for rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iov {
+    pub base: u64,
+    pub len: u64,
+    pub label: String,
+}
+
+/// A run of identical-shape iovecs, kept for compact rendering (`{buf+0,1}×1024`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IovGroup {
+    pub label: String,
+    pub len: u64,
+    pub count: u64,
+    pub stride: u64,
+}
+
+/// An iovec array the harness writes into the caller's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayImage {
+    pub addr: u64,
+    pub bytes: Vec<u8>,
+    /// The page-aligned range mapped to hold it (readable and writable).
+    pub map_start: u64,
+    pub map_len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Creds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub keep_caps: bool,
+    pub drop: CapSet,
+    pub drop_effective: CapSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requirements {
+    pub root: bool,
+    pub caps: Vec<(String, u32)>,
+    pub min_kernel: Option<(u32, u32)>,
+    pub max_kernel: Option<(u32, u32)>,
+    pub arch: Option<String>,
+    pub features: Vec<Feature>,
+}
+
+/// An expected result pinned by the case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    Count(u64),
+    Errno(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    pub result: Expected,
+    pub decided_by: Option<String>,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub syscall: Syscall,
+    pub entry: Entry,
+    pub local: Vec<Iov>,
+    pub remote: Vec<Iov>,
+    pub local_groups: Vec<IovGroup>,
+    pub remote_groups: Vec<IovGroup>,
+    pub liovcnt: u64,
+    pub riovcnt: u64,
+    pub flags: u64,
+    /// The pointers passed as `lvec` / `rvec`.
+    pub lvec: u64,
+    pub rvec: u64,
+    /// Set when the case overrode the array pointer (rendered instead of the iovecs).
+    pub lvec_label: Option<String>,
+    pub rvec_label: Option<String>,
+}
+
+/// A validated case, ready for the model and the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `group/name`, from the path under `cases/`.
+    pub id: String,
+    pub path: String,
+    pub description: String,
+    pub requires: Requirements,
+    pub target_kind: TargetKind,
+    pub target_regions: Vec<Region>,
+    pub target_creds: Option<Creds>,
+    pub target_dumpable: bool,
+    pub caller_regions: Vec<Region>,
+    pub caller_creds: Option<Creds>,
+    pub arrays: Vec<ArrayImage>,
+    pub call: Call,
+    pub expect: Option<Expect>,
+}
+
+impl Plan {
+    /// Target regions live in the caller's own address space for these kinds.
+    pub fn target_shares_caller_mm(&self) -> bool {
+        matches!(
+            self.target_kind,
+            TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm
+        )
+    }
+    pub fn regions(&self, side: Side) -> &[Region] {
+        match side {
+            Side::Target => &self.target_regions,
+            Side::Caller => &self.caller_regions,
+        }
+    }
+    pub fn region(&self, side: Side, name: &str) -> Option<&Region> {
+        self.regions(side).iter().find(|r| r.name == name)
+    }
+}
+
+/// A validation error: which field, what is wrong, and (via [`PlanError::line`]) where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    pub field: String,
+    pub message: String,
+    /// Text to look for in the source to find the line.
+    pub needle: Option<String>,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl PlanError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PlanError {
+            field: field.into(),
+            message: message.into(),
+            needle: None,
+        }
+    }
+    fn at(mut self, needle: impl Into<String>) -> Self {
+        self.needle = Some(needle.into());
+        self
+    }
+    /// The 1-based line of the source where the offending text first appears.
+    pub fn line(&self, src: &str) -> Option<usize> {
+        let needle = self.needle.as_deref()?;
+        src.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+    }
+}
+
+fn num(field: &str, n: &crate::case::NumSpec) -> Result<u64, PlanError> {
+    n.eval().map_err(|e| PlanError::new(field, e))
+}
+
+fn kernel_version(field: &str, s: &str) -> Result<(u32, u32), PlanError> {
+    crate::facts::parse_version(s).ok_or_else(|| {
+        PlanError::new(
+            field,
+            format!("`{s}` is not a kernel version like \"5.10\""),
+        )
+        .at(s)
+    })
+}
+
+fn creds(field: &str, c: &CredSpec) -> Result<Creds, PlanError> {
+    let gid = c.gid.unwrap_or(c.uid);
+    Ok(Creds {
+        uid: c.uid,
+        euid: c.euid.unwrap_or(c.uid),
+        suid: c.suid.unwrap_or(c.uid),
+        gid,
+        egid: c.egid.unwrap_or(gid),
+        sgid: c.sgid.unwrap_or(gid),
+        keep_caps: c.keep_caps,
+        drop: caps::set_from_names(&c.drop_caps)
+            .map_err(|e| PlanError::new(format!("{field}.drop_caps"), e))?,
+        drop_effective: caps::set_from_names(&c.drop_effective_caps)
+            .map_err(|e| PlanError::new(format!("{field}.drop_effective_caps"), e))?,
+    })
+}
+
+fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
+    match (entry, side) {
+        (Entry::Native, Side::Target) => (NATIVE_TARGET_BASE, NATIVE_SPAN),
+        (Entry::Native, Side::Caller) => (NATIVE_CALLER_BASE, NATIVE_SPAN),
+        (Entry::Compat, Side::Target) => (COMPAT_TARGET_BASE, COMPAT_SPAN),
+        (Entry::Compat, Side::Caller) => (COMPAT_CALLER_BASE, COMPAT_SPAN),
+    }
+}
+
+/// Places a side's regions; returns them and the `guard` address.
+fn lay_out(
+    specs: &[RegionSpec],
+    side: Side,
+    entry: Entry,
+    tag_base: u8,
+    field: &str,
+) -> Result<(Vec<Region>, u64), PlanError> {
+    let (base, span) = side_bases(entry, side);
+    let mut cursor = base + PAGE; // page 0 is the `hole`
+    let mut out: Vec<Region> = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if s.name.is_empty()
+            || !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(PlanError::new(
+                format!("{f}.name"),
+                format!("`{}` must be letters, digits and `_`", s.name),
+            )
+            .at(&s.name));
+        }
+        if RESERVED.contains(&s.name.as_str()) {
+            return Err(PlanError::new(
+                format!("{f}.name"),
+                format!("`{}` is a reserved address name; pick another", s.name),
+            )
+            .at(&s.name));
+        }
+        if out.iter().any(|r| r.name == s.name) {
+            return Err(PlanError::new(
+                format!("{f}.name"),
+                format!("region `{}` is declared twice", s.name),
+            )
+            .at(&s.name));
+        }
+        let pages = num(&format!("{f}.pages"), &s.pages)?;
+        if pages == 0 {
+            return Err(
+                PlanError::new(format!("{f}.pages"), "a region needs at least one page")
+                    .at(&s.name),
+            );
+        }
+        let len = pages
+            .checked_mul(PAGE)
+            .ok_or_else(|| PlanError::new(format!("{f}.pages"), "too many pages").at(&s.name))?;
+        if s.kind == RegionKind::Thp {
+            cursor = cursor.div_ceil(THP_ALIGN) * THP_ALIGN;
+        }
+        let file_size = match (&s.file_size, s.kind) {
+            (Some(fs), k)
+                if matches!(
+                    k,
+                    RegionKind::FilePrivate
+                        | RegionKind::FileShared
+                        | RegionKind::MemfdPrivate
+                        | RegionKind::MemfdShared
+                ) =>
+            {
+                Some(num(&format!("{f}.file_size"), fs)?)
+            }
+            (Some(_), _) => {
+                return Err(PlanError::new(
+                    format!("{f}.file_size"),
+                    "only file and memfd kinds have a file size",
+                )
+                .at(&s.name))
+            }
+            (
+                None,
+                RegionKind::FilePrivate
+                | RegionKind::FileShared
+                | RegionKind::MemfdPrivate
+                | RegionKind::MemfdShared,
+            ) => Some(len),
+            (None, _) => None,
+        };
+        if s.kind == RegionKind::Hole && s.prot != Prot::Rw {
+            return Err(PlanError::new(
+                format!("{f}.prot"),
+                "a hole is unmapped; it has no protection",
+            )
+            .at(&s.name));
+        }
+        let end = cursor
+            .checked_add(len)
+            .filter(|e| *e + PAGE <= base + span)
+            .ok_or_else(|| {
+                PlanError::new(
+                    format!("{f}.pages"),
+                    format!(
+                        "the layout does not fit: this {field} side has {} MiB of address space",
+                        span >> 20
+                    ),
+                )
+                .at(&s.name)
+            })?;
+        out.push(Region {
+            name: s.name.clone(),
+            side,
+            tag: tag_base + i as u8,
+            start: cursor,
+            len,
+            prot: s.prot,
+            kind: s.kind,
+            file_size,
+            fill: s.fill,
+        });
+        cursor = end;
+    }
+    if specs.len() > 60 {
+        return Err(PlanError::new(field, "at most 60 regions per side"));
+    }
+    Ok((out, cursor))
+}
+
+const RESERVED: &[&str] = &["null", "kernel", "non_canonical", "hole", "guard"];
+
+/// Resolves an address expression against one side's regions.
+fn resolve_addr(
+    expr: &str,
+    regions: &[Region],
+    hole: u64,
+    guard: u64,
+    field: &str,
+) -> Result<u64, PlanError> {
+    let e = expr.trim();
+    let split = e.find(['+', '-']).unwrap_or(e.len());
+    let (name, rest) = e.split_at(split);
+    let name = name.trim();
+    let base = match name {
+        "null" => NULL,
+        "kernel" => KERNEL,
+        "non_canonical" => NON_CANONICAL,
+        "hole" => hole,
+        "guard" => guard,
+        _ => regions.iter().find(|r| r.name == name).map(|r| r.start).ok_or_else(|| {
+            let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+            PlanError::new(
+                field,
+                format!(
+                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard)",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ),
+            )
+            .at(name)
+        })?,
+    };
+    if rest.is_empty() {
+        return Ok(base);
+    }
+    let off =
+        crate::expr::eval(&format!("0{rest}")).map_err(|m| PlanError::new(field, m).at(expr))?;
+    Ok(base.wrapping_add(off))
+}
+
+fn expand_iovs(
+    specs: &[IovSpec],
+    regions: &[Region],
+    hole: u64,
+    guard: u64,
+    field: &str,
+) -> Result<(Vec<Iov>, Vec<IovGroup>), PlanError> {
+    let mut out = Vec::new();
+    let mut groups = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let base = resolve_addr(&s.base, regions, hole, guard, &format!("{f}.base"))?;
+        let len = num(&format!("{f}.len"), &s.len)?;
+        let repeat = match &s.repeat {
+            Some(r) => num(&format!("{f}.repeat"), r)?,
+            None => 1,
+        };
+        if repeat == 0 || repeat > 4096 {
+            return Err(
+                PlanError::new(format!("{f}.repeat"), "repeat must be 1..=4096").at(&s.base),
+            );
+        }
+        let stride = match &s.stride {
+            Some(st) => num(&format!("{f}.stride"), st)?,
+            None => 0,
+        };
+        if s.stride.is_some() && s.repeat.is_none() {
+            return Err(PlanError::new(format!("{f}.stride"), "stride needs repeat").at(&s.base));
+        }
+        for k in 0..repeat {
+            let label = if k == 0 {
+                s.base.clone()
+            } else {
+                format!("{}+{}", s.base, k * stride)
+            };
+            out.push(Iov {
+                base: base.wrapping_add(k.wrapping_mul(stride)),
+                len,
+                label,
+            });
+        }
+        groups.push(IovGroup {
+            label: s.base.clone(),
+            len,
+            count: repeat,
+            stride,
+        });
+    }
+    if out.len() > 4096 {
+        return Err(PlanError::new(field, "at most 4096 iovecs per array"));
+    }
+    Ok((out, groups))
+}
+
+/// Encodes an iovec array as the kernel reads it: 16-byte `struct iovec` (native) or
+/// 8-byte `struct compat_iovec` (u32 base, u32 len).
+pub fn encode_iovs(iovs: &[Iov], entry: Entry) -> Vec<u8> {
+    let mut b = Vec::with_capacity(iovs.len() * 16);
+    for v in iovs {
+        match entry {
+            Entry::Native => {
+                b.extend_from_slice(&v.base.to_le_bytes());
+                b.extend_from_slice(&v.len.to_le_bytes());
+            }
+            Entry::Compat => {
+                b.extend_from_slice(&(v.base as u32).to_le_bytes());
+                b.extend_from_slice(&(v.len as u32).to_le_bytes());
+            }
+        }
+    }
+    b
+}
+
+/// Places an array so that it ends exactly on a page boundary with an unmapped page after.
+fn place_array(cursor: &mut u64, bytes: Vec<u8>) -> ArrayImage {
+    let map_len = (bytes.len() as u64).div_ceil(PAGE).max(1) * PAGE;
+    let map_start = *cursor;
+    let addr = map_start + map_len - bytes.len() as u64;
+    *cursor = map_start + map_len + PAGE;
+    ArrayImage {
+        addr,
+        bytes,
+        map_start,
+        map_len,
+    }
+}
+
+/// Validates a parsed case and resolves it into a plan. `id` is `group/name`.
+pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
+    let entry = case.call.entry;
+    let r = &case.requires;
+    let mut caps_req = Vec::new();
+    for c in &r.caps {
+        let bit = caps::from_name(c).ok_or_else(|| {
+            PlanError::new(
+                "requires.caps",
+                format!("unknown capability `{c}` (use names like CAP_SYS_PTRACE)"),
+            )
+            .at(c)
+        })?;
+        caps_req.push((c.clone(), bit));
+    }
+    let mut features = r.features.clone();
+    if entry == Entry::Compat && !features.contains(&Feature::Compat) {
+        features.push(Feature::Compat);
+    }
+    let requires = Requirements {
+        root: r.root || case.caller.creds.is_some() || case.target.creds.is_some(),
+        caps: caps_req,
+        min_kernel: r
+            .min_kernel
+            .as_deref()
+            .map(|v| kernel_version("requires.min_kernel", v))
+            .transpose()?,
+        max_kernel: r
+            .max_kernel
+            .as_deref()
+            .map(|v| kernel_version("requires.max_kernel", v))
+            .transpose()?,
+        arch: r.arch.clone(),
+        features,
+    };
+
+    let (target_regions, tguard) = lay_out(
+        &case.target.regions,
+        Side::Target,
+        entry,
+        0x10,
+        "target.regions",
+    )?;
+    let (caller_regions, cguard) = lay_out(
+        &case.caller.regions,
+        Side::Caller,
+        entry,
+        0x80,
+        "caller.regions",
+    )?;
+    let (thole, _) = side_bases(entry, Side::Target);
+    let (chole, _) = side_bases(entry, Side::Caller);
+
+    let call = &case.call;
+    let (local, local_groups) =
+        expand_iovs(&call.local, &caller_regions, chole, cguard, "call.local")?;
+    let (remote, remote_groups) =
+        expand_iovs(&call.remote, &target_regions, thole, tguard, "call.remote")?;
+    if entry == Entry::Compat {
+        for (side, list) in [("call.local", &local), ("call.remote", &remote)] {
+            for (i, v) in list.iter().enumerate() {
+                if v.base > u32::MAX as u64 || v.len > u32::MAX as u64 {
+                    return Err(PlanError::new(
+                        format!("{side}[{i}]"),
+                        "a compat iovec holds 32-bit base and length; use addresses and lengths below 2^32",
+                    )
+                    .at(&v.label));
+                }
+            }
+        }
+    }
+    let liovcnt = match &call.liovcnt {
+        Some(n) => num("call.liovcnt", n)?,
+        None => local.len() as u64,
+    };
+    let riovcnt = match &call.riovcnt {
+        Some(n) => num("call.riovcnt", n)?,
+        None => remote.len() as u64,
+    };
+    let flags = match &call.flags {
+        Some(n) => num("call.flags", n)?,
+        None => 0,
+    };
+    if entry == Entry::Compat {
+        for (f, v) in [
+            ("call.liovcnt", liovcnt),
+            ("call.riovcnt", riovcnt),
+            ("call.flags", flags),
+        ] {
+            if v > u32::MAX as u64 {
+                return Err(PlanError::new(
+                    f,
+                    "the compat entry passes 32-bit registers; use a value below 2^32",
+                ));
+            }
+        }
+    }
+
+    // The arrays go after the caller's guard page.
+    let mut cursor = cguard + PAGE;
+    let mut arrays = Vec::new();
+    let lvec_img = place_array(&mut cursor, encode_iovs(&local, entry));
+    let rvec_img = place_array(&mut cursor, encode_iovs(&remote, entry));
+    let (cbase, cspan) = side_bases(entry, Side::Caller);
+    if cursor > cbase + cspan {
+        return Err(PlanError::new(
+            "call",
+            "the iovec arrays do not fit in the caller's address space",
+        ));
+    }
+    let lvec = match &call.lvec {
+        Some(e) => resolve_addr(e, &caller_regions, chole, cguard, "call.lvec")?,
+        None => lvec_img.addr,
+    };
+    let rvec = match &call.rvec {
+        Some(e) => resolve_addr(e, &caller_regions, chole, cguard, "call.rvec")?,
+        None => rvec_img.addr,
+    };
+    if call.lvec.is_none() {
+        arrays.push(lvec_img);
+    }
+    if call.rvec.is_none() {
+        arrays.push(rvec_img);
+    }
+
+    let target_creds = case
+        .target
+        .creds
+        .as_ref()
+        .map(|c| creds("target.creds", c))
+        .transpose()?;
+    let caller_creds = case
+        .caller
+        .creds
+        .as_ref()
+        .map(|c| creds("caller.creds", c))
+        .transpose()?;
+    let target_kind = case.target.kind;
+    let shares_mm = matches!(
+        target_kind,
+        TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm
+    );
+    if shares_mm && target_creds.is_some() {
+        return Err(PlanError::new(
+            "target.creds",
+            "a self/thread/clone_vm target shares the caller's credentials; set caller.creds instead",
+        ));
+    }
+    if shares_mm && case.target.dumpable.is_some() {
+        return Err(PlanError::new(
+            "target.dumpable",
+            "a self/thread/clone_vm target shares the caller's mm; drop this field",
+        ));
+    }
+    if target_kind == TargetKind::Kthread && !requires.features.contains(&Feature::Kthreadd) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a kthread target needs `features: [kthreadd]`",
+        ));
+    }
+    if target_kind == TargetKind::PidnsChild && !requires.features.contains(&Feature::Pidns) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a pidns_child target needs `features: [pidns]`",
+        ));
+    }
+    let needs_thp = case
+        .target
+        .regions
+        .iter()
+        .chain(&case.caller.regions)
+        .any(|r| r.kind == RegionKind::Thp);
+    if needs_thp && !requires.features.contains(&Feature::Thp) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a thp region needs `features: [thp]`",
+        ));
+    }
+    let needs_memfd = case
+        .target
+        .regions
+        .iter()
+        .chain(&case.caller.regions)
+        .any(|r| matches!(r.kind, RegionKind::MemfdPrivate | RegionKind::MemfdShared));
+    if needs_memfd && !requires.features.contains(&Feature::Memfd) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a memfd region needs `features: [memfd]`",
+        ));
+    }
+
+    let expect = match &case.expect {
+        None => None,
+        Some(e) => {
+            if e.why.trim().is_empty() {
+                return Err(PlanError::new(
+                    "expect.why",
+                    "a pinned expectation must say why (cite the kernel or man page)",
+                ));
+            }
+            let result = match &e.result {
+                NumOrName::U(n) => Expected::Count(*n),
+                NumOrName::S(s) if s.starts_with('E') => {
+                    Expected::Errno(crate::errno::from_name(s).ok_or_else(|| {
+                        PlanError::new(
+                            "expect.result",
+                            format!(
+                                "unknown errno name `{s}` (known: {})",
+                                crate::errno::known_names().join(", ")
+                            ),
+                        )
+                        .at(s)
+                    })?)
+                }
+                NumOrName::S(s) => Expected::Count(
+                    crate::expr::eval(s).map_err(|m| PlanError::new("expect.result", m).at(s))?,
+                ),
+            };
+            if let Some(d) = &e.decided_by {
+                if !crate::model::STEPS.contains(&d.as_str()) {
+                    return Err(PlanError::new(
+                        "expect.decided_by",
+                        format!(
+                            "unknown step `{d}` (known: {})",
+                            crate::model::STEPS.join(", ")
+                        ),
+                    )
+                    .at(d));
+                }
+            }
+            Some(Expect {
+                result,
+                decided_by: e.decided_by.clone(),
+                why: e.why.clone(),
+            })
+        }
+    };
+
+    Ok(Plan {
+        id: id.to_string(),
+        path: path.to_string(),
+        description: case.description.trim().to_string(),
+        requires,
+        target_kind,
+        target_regions,
+        target_creds,
+        target_dumpable: case.target.dumpable.unwrap_or(true),
+        caller_regions,
+        caller_creds,
+        arrays,
+        call: Call {
+            syscall: call.syscall,
+            entry,
+            local,
+            remote,
+            local_groups,
+            remote_groups,
+            liovcnt,
+            riovcnt,
+            flags,
+            lvec,
+            rvec,
+            lvec_label: call.lvec.clone(),
+            rvec_label: call.rvec.clone(),
+        },
+        expect,
+    })
+}

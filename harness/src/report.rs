@@ -1,0 +1,200 @@
+//! Output formats: human (default; colour on a terminal), KTAP version 1, and JSON.
+
+use crate::check::result_string;
+use crate::runner::{render_call, CaseResult, Status, Summary};
+use serde_json::json;
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const MAGENTA: &str = "\x1b[35m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+fn paint(on: bool, colour: &str, s: &str) -> String {
+    if on {
+        format!("{colour}{s}{RESET}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "PASS",
+        Status::Fail => "FAIL",
+        Status::Skip => "SKIP",
+        Status::Broken => "BROKEN",
+    }
+}
+
+/// The line a failure prints: the call, what the kernel did, and the model's prediction.
+pub fn failure_line(r: &CaseResult) -> String {
+    let observed = r
+        .observed
+        .map(result_string)
+        .unwrap_or_else(|| "not run".into());
+    let model = r
+        .prediction
+        .as_ref()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    format!("{} = {observed}; model: {model}", render_call(&r.plan))
+}
+
+/// One line per case (details under failures), then the summary.
+pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
+    let mut out = String::new();
+    for r in results {
+        let (c, word) = match r.status {
+            Status::Pass => (GREEN, "PASS"),
+            Status::Fail => (RED, "FAIL"),
+            Status::Skip => (YELLOW, "SKIP"),
+            Status::Broken => (MAGENTA, "BROKEN"),
+        };
+        let tail = match (r.status, &r.prediction) {
+            (Status::Pass, Some(p)) => paint(colour, DIM, &p.to_string()),
+            (Status::Skip, _) => r.reason.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{} {:<48} {}\n",
+            paint(colour, c, &format!("{word:<6}")),
+            r.plan.id,
+            tail
+        ));
+        if matches!(r.status, Status::Fail | Status::Broken) {
+            out.push_str(&format!("       {}\n", failure_line(r)));
+            if let Some(reason) = &r.reason {
+                out.push_str(&format!("       {reason}\n"));
+            }
+            out.push_str(&format!("       {}\n", paint(colour, DIM, &r.plan.path)));
+        }
+    }
+    let s = Summary::of(results);
+    out.push_str(&format!("\nkernel {kernel}: {} cases\n", results.len()));
+    out.push_str(&format!(
+        "pvmtest: {} passed, {} failed, {} skipped\n",
+        s.pass, s.fail, s.skip
+    ));
+    if s.broken > 0 {
+        out.push_str(&paint(
+            colour,
+            MAGENTA,
+            &format!("pvmtest: {} broken (harness or setup failures)\n", s.broken),
+        ));
+    }
+    out
+}
+
+/// KTAP version 1 (Documentation/dev-tools/ktap.rst): one test line per case.
+pub fn ktap(results: &[CaseResult], kernel: &str) -> String {
+    let mut out = format!(
+        "KTAP version 1\n# pvmtest on {kernel}\n1..{}\n",
+        results.len()
+    );
+    for (i, r) in results.iter().enumerate() {
+        let n = i + 1;
+        let name = r.plan.id.replace(' ', "_");
+        match r.status {
+            Status::Pass => out.push_str(&format!("ok {n} {name}\n")),
+            Status::Skip => out.push_str(&format!(
+                "ok {n} {name} # SKIP {}\n",
+                r.reason.as_deref().unwrap_or("")
+            )),
+            Status::Fail => {
+                out.push_str(&format!("# {}\n", failure_line(r)));
+                if let Some(reason) = &r.reason {
+                    out.push_str(&format!("# {reason}\n"));
+                }
+                out.push_str(&format!("not ok {n} {name}\n"));
+            }
+            Status::Broken => {
+                out.push_str(&format!(
+                    "not ok {n} {name} # ERROR {}\n",
+                    r.reason.as_deref().unwrap_or("")
+                ));
+            }
+        }
+    }
+    let s = Summary::of(results);
+    out.push_str(&format!(
+        "# totals: pass:{} fail:{} skip:{} error:{}\n",
+        s.pass, s.fail, s.skip, s.broken
+    ));
+    out
+}
+
+/// One JSON result, with `event` shaped like Tracee's process_vm_readv/writev event.
+pub fn json_result(r: &CaseResult) -> serde_json::Value {
+    let c = &r.plan.call;
+    let event_name = match c.syscall {
+        crate::case::Syscall::Readv => "process_vm_readv",
+        crate::case::Syscall::Writev => "process_vm_writev",
+    };
+    let ret: Option<i64> = r.observed.map(|o| match o {
+        Ok(n) => n as i64,
+        Err(e) => -(e as i64),
+    });
+    json!({
+        "case": r.plan.id,
+        "status": r.status,
+        "reason": r.reason,
+        "expected": r.prediction.as_ref().map(|p| p.result_string()),
+        "observed": r.observed.map(result_string),
+        "decided_by": r.prediction.as_ref().map(|p| p.decided_by),
+        "call": render_call(&r.plan),
+        "duration_us": r.duration.as_micros() as u64,
+        "event": {
+            "eventName": event_name,
+            "args": {
+                "pid": r.pid,
+                "local_iov": c.lvec,
+                "liovcnt": c.liovcnt,
+                "remote_iov": c.rvec,
+                "riovcnt": c.riovcnt,
+                "flags": c.flags,
+            },
+            "returnValue": ret,
+        },
+    })
+}
+
+pub fn json(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
+    let doc = json!({
+        "kernel": facts.release,
+        "facts": facts,
+        "summary": Summary::of(results),
+        "results": results.iter().map(json_result).collect::<Vec<_>>(),
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `explain`: the model's steps for one case.
+pub fn explain(
+    plan: &crate::plan::Plan,
+    pred: &crate::model::Prediction,
+    facts: &crate::facts::Facts,
+) -> String {
+    let mut out = format!(
+        "{}\n  {}\n\n{}\n\nmodel on {}:\n",
+        plan.id,
+        plan.description,
+        render_call(plan),
+        facts.release
+    );
+    for (i, t) in pred.trace.iter().enumerate() {
+        out.push_str(&format!("  {}. {t}\n", i + 1));
+    }
+    out.push_str(&format!("  => {pred}\n"));
+    if let Some(e) = &plan.expect {
+        out.push_str(&format!("\npinned: {:?} — {}\n", e.result, e.why.trim()));
+    }
+    if let Some(why) = crate::check::unmet_requirement(plan, facts) {
+        out.push_str(&format!("\nwould skip here: {why}\n"));
+    }
+    let _ = status_word(Status::Pass);
+    out
+}

@@ -1,0 +1,301 @@
+//! Loading case files and running them: validation first (nothing forked for a bad file),
+//! then each valid case through requirements, the model and the kernel.
+
+use crate::case::{CaseFile, TargetKind};
+use crate::check;
+use crate::exec::{self, Options};
+use crate::facts::Facts;
+use crate::model::{self, Prediction};
+use crate::plan::{self, Plan};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A case file that cannot be used, with where and why.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.path, l, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// All `*.yaml` files under the given paths (files are taken as given), sorted.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out).map_err(|e| LoadError {
+                path: p.display().to_string(),
+                line: None,
+                message: e.to_string(),
+            })?;
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(LoadError {
+                path: p.display().to_string(),
+                line: None,
+                message: "no such file or directory (give a case file or a directory of them)"
+                    .into(),
+            });
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// `group/name` for `…/cases/group/name.yaml`, else the file stem.
+pub fn case_id(path: &Path) -> String {
+    let comps: Vec<String> = path
+        .iter()
+        .map(|c| c.to_string_lossy().into_owned())
+        .collect();
+    let stem = |s: &str| {
+        s.trim_end_matches(".yaml")
+            .trim_end_matches(".yml")
+            .to_string()
+    };
+    match comps.iter().rposition(|c| c == "cases") {
+        Some(i) if i + 1 < comps.len() => stem(&comps[i + 1..].join("/")),
+        _ => stem(comps.last().map(String::as_str).unwrap_or("case")),
+    }
+}
+
+/// Parses and validates one case file.
+pub fn load(path: &Path) -> Result<Plan, LoadError> {
+    let shown = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| LoadError {
+        path: shown.clone(),
+        line: None,
+        message: e.to_string(),
+    })?;
+    load_str(&shown, &case_id(path), &src)
+}
+
+/// Parses and validates case text (used by `load`, the fuzz targets and tests).
+pub fn load_str(shown: &str, id: &str, src: &str) -> Result<Plan, LoadError> {
+    let case: CaseFile = serde_yaml::from_str(src).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        let mut msg = e.to_string();
+        if let Some(i) = msg.find(" at line ") {
+            msg.truncate(i);
+        }
+        LoadError {
+            path: shown.to_string(),
+            line,
+            message: format!("{msg} (see README.md, \"Writing a case\")"),
+        }
+    })?;
+    plan::build(id, shown, &case).map_err(|e| LoadError {
+        path: shown.to_string(),
+        line: e.line(src),
+        message: e.to_string(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+    Broken,
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub plan: Plan,
+    pub status: Status,
+    /// Skip reason, failure detail or setup error.
+    pub reason: Option<String>,
+    pub prediction: Option<Prediction>,
+    pub observed: Option<Result<u64, i32>>,
+    pub pid: Option<i32>,
+    pub duration: Duration,
+}
+
+/// Runs one validated case on the running kernel.
+pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
+    let start = Instant::now();
+    let mut res = CaseResult {
+        plan: plan.clone(),
+        status: Status::Skip,
+        reason: None,
+        prediction: None,
+        observed: None,
+        pid: None,
+        duration: Duration::ZERO,
+    };
+    let pred = model::predict(plan, facts);
+    res.prediction = Some(pred.clone());
+    if let Some(why) = check::unmet_requirement(plan, facts) {
+        res.reason = Some(why);
+        res.duration = start.elapsed();
+        return res;
+    }
+    if let Err(e) = check::check_pin(plan, &pred) {
+        res.status = Status::Fail;
+        res.reason = Some(e);
+        res.duration = start.elapsed();
+        return res;
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        exec::execute(plan, facts, opts)
+    }));
+    match outcome {
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            res.status = Status::Broken;
+            res.reason = Some(format!("harness panicked: {msg}"));
+        }
+        Ok(Err(e)) => {
+            res.status = Status::Broken;
+            res.reason = Some(e);
+        }
+        Ok(Ok(obs)) => {
+            res.observed = Some(obs.result);
+            res.pid = Some(obs.pid);
+            match check::compare(plan, &pred, &obs) {
+                Ok(()) => res.status = Status::Pass,
+                Err(e) => {
+                    res.status = Status::Fail;
+                    res.reason = Some(e);
+                }
+            }
+        }
+    }
+    res.duration = start.elapsed();
+    res
+}
+
+/// Summary counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub pass: usize,
+    pub fail: usize,
+    pub skip: usize,
+    pub broken: usize,
+}
+
+impl Summary {
+    pub fn of(results: &[CaseResult]) -> Summary {
+        let mut s = Summary::default();
+        for r in results {
+            match r.status {
+                Status::Pass => s.pass += 1,
+                Status::Fail => s.fail += 1,
+                Status::Skip => s.skip += 1,
+                Status::Broken => s.broken += 1,
+            }
+        }
+        s
+    }
+}
+
+/// How the `pid` argument is shown: never a number that changes between runs.
+pub fn pid_label(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Child => "<target>",
+        TargetKind::SelfProcess => "<self>",
+        TargetKind::Thread => "<thread>",
+        TargetKind::CloneVm => "<clone_vm child>",
+        TargetKind::Zombie => "<zombie>",
+        TargetKind::Reaped => "<reaped>",
+        TargetKind::UnusedPid => "<pid_max>",
+        TargetKind::Pid0 => "0",
+        TargetKind::PidMinus1 => "-1",
+        TargetKind::Kthread => "2",
+        TargetKind::ZombieLeader => "<zombie leader>",
+        TargetKind::ZombieLeaderThread => "<live thread>",
+        TargetKind::PidnsChild => "<pidns child>",
+    }
+}
+
+fn render_iovs(label: &Option<String>, groups: &[plan::IovGroup]) -> String {
+    if let Some(l) = label {
+        return l.clone();
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let len = if g.len > 1 << 40 {
+                format!("{:#x}", g.len)
+            } else {
+                g.len.to_string()
+            };
+            let one = format!("{{{},{}}}", g.label, len);
+            if g.count > 1 {
+                format!(
+                    "{one}×{}{}",
+                    g.count,
+                    if g.stride > 0 {
+                        format!(" stride {}", g.stride)
+                    } else {
+                        String::new()
+                    }
+                )
+            } else {
+                one
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn count(n: u64) -> String {
+    if n > 1 << 20 {
+        format!("{n:#x}")
+    } else {
+        n.to_string()
+    }
+}
+
+/// The call as a C-like line, with names instead of addresses.
+pub fn render_call(plan: &Plan) -> String {
+    let c = &plan.call;
+    let name = match c.syscall {
+        crate::case::Syscall::Readv => "process_vm_readv",
+        crate::case::Syscall::Writev => "process_vm_writev",
+    };
+    let entry = if c.entry == crate::case::Entry::Compat {
+        " [int 0x80]"
+    } else {
+        ""
+    };
+    format!(
+        "{name}(pid={}, local={}, remote={}, liovcnt={}, riovcnt={}, flags={}){entry}",
+        pid_label(plan.target_kind),
+        render_iovs(&c.lvec_label, &c.local_groups),
+        render_iovs(&c.rvec_label, &c.remote_groups),
+        count(c.liovcnt),
+        count(c.riovcnt),
+        count(c.flags),
+    )
+}

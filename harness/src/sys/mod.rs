@@ -1,0 +1,144 @@
+//! The raw layer: every argument goes to the kernel exactly as given. No clamping, no
+//! validation, no pointer checks: a conformance harness must be able to lie to the kernel.
+//!
+//! C prototypes (process_vm_readv(2)):
+//!
+//! ```c
+//! ssize_t process_vm_readv(pid_t pid, const struct iovec *local_iov, unsigned long liovcnt,
+//!                          const struct iovec *remote_iov, unsigned long riovcnt,
+//!                          unsigned long flags);
+//! ssize_t process_vm_writev(/* same arguments */);
+//! ```
+//!
+//! The native entry is `syscall(2)` with x86-64 numbers 310/311. The compat entry is
+//! `int 0x80` with i386 numbers 347/348: arguments go in ebx, ecx, edx, esi, edi, ebp as 32-bit
+//! values, and the kernel reads `struct compat_iovec` (two u32) arrays because
+//! `in_compat_syscall()` is true.
+
+#![allow(unsafe_code)]
+
+pub mod creds;
+
+/// The arguments exactly as the kernel will see them (the compat entry uses the low 32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawArgs {
+    pub pid: i32,
+    pub lvec: u64,
+    pub liovcnt: u64,
+    pub rvec: u64,
+    pub riovcnt: u64,
+    pub flags: u64,
+}
+
+pub const NR_READV_64: libc::c_long = libc::SYS_process_vm_readv;
+pub const NR_WRITEV_64: libc::c_long = libc::SYS_process_vm_writev;
+pub const NR_READV_32: u32 = 347;
+pub const NR_WRITEV_32: u32 = 348;
+
+/// Calls process_vm_readv (`write == false`) or process_vm_writev through `syscall(2)`.
+/// Returns the byte count or the errno.
+pub fn call_native(write: bool, a: &RawArgs) -> Result<u64, i32> {
+    let nr = if write { NR_WRITEV_64 } else { NR_READV_64 };
+    // SAFETY: the kernel validates every pointer it is given (that is what is under test); a
+    // bad pointer yields EFAULT, never a fault in this process. The only memory the kernel may
+    // write is the caller's local buffers, which the case declared as the call's destination.
+    let ret = unsafe {
+        libc::syscall(
+            nr,
+            a.pid as libc::c_long,
+            a.lvec as libc::c_ulong,
+            a.liovcnt as libc::c_ulong,
+            a.rvec as libc::c_ulong,
+            a.riovcnt as libc::c_ulong,
+            a.flags as libc::c_ulong,
+        )
+    };
+    if ret < 0 {
+        Err(nix::errno::Errno::last_raw())
+    } else {
+        Ok(ret as u64)
+    }
+}
+
+/// `int 0x80` with six arguments; returns the raw `eax` (negative errno on failure).
+///
+/// rbx and rbp cannot be named as asm operands (LLVM reserves them), so they are saved on the
+/// stack and loaded inside the block.
+fn int80(nr: u32, a1: u32, a2: u32, a3: u32, a4: u32, a5: u32, a6: u32) -> i32 {
+    let ret: u32;
+    // SAFETY: int 0x80 enters the kernel's compat syscall path; it touches only the registers
+    // declared here (r8-r11 are declared clobbered because the 32-bit ABI does not promise to
+    // preserve them) and rbx/rbp, which are restored before the block ends. Memory effects are
+    // those of the syscall, as for `call_native`.
+    unsafe {
+        std::arch::asm!(
+            "push rbx",
+            "push rbp",
+            "mov ebx, {a1:e}",
+            "mov ebp, {a6:e}",
+            "int 0x80",
+            "pop rbp",
+            "pop rbx",
+            a1 = in(reg) a1,
+            a6 = in(reg) a6,
+            inlateout("eax") nr => ret,
+            in("ecx") a2,
+            in("edx") a3,
+            in("esi") a4,
+            in("edi") a5,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+    ret as i32
+}
+
+/// The same call through the i386 entry. Arguments are truncated to 32 bits, as a 32-bit
+/// process would pass them.
+pub fn call_compat(write: bool, a: &RawArgs) -> Result<u64, i32> {
+    let nr = if write { NR_WRITEV_32 } else { NR_READV_32 };
+    let r = int80(
+        nr,
+        a.pid as u32,
+        a.lvec as u32,
+        a.liovcnt as u32,
+        a.rvec as u32,
+        a.riovcnt as u32,
+        a.flags as u32,
+    );
+    if r < 0 {
+        Err(-r)
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// Whether `int 0x80` works here. Probed in a forked child, because without
+/// CONFIG_IA32_EMULATION (or with `ia32_emulation=0`) the instruction raises SIGSEGV.
+pub fn compat_available() -> bool {
+    // SAFETY: the child only makes raw syscalls and _exits; it never returns into Rust code
+    // that could observe state copied from other threads.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => false,
+        0 => {
+            let via80 = int80(20, 0, 0, 0, 0, 0, 0); // i386 getpid
+                                                     // SAFETY: getpid has no preconditions; _exit ends the child without unwinding.
+            let real = unsafe { libc::getpid() };
+            unsafe { libc::_exit(if via80 == real { 0 } else { 1 }) }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: waits for the child forked just above; `status` is a valid out pointer.
+            let r = unsafe { libc::waitpid(child, &mut status, 0) };
+            r == child && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        }
+    }
+}
+
+/// Whether memfd_create(2) works.
+pub fn memfd_available() -> bool {
+    nix::sys::memfd::memfd_create(c"pvmtest-probe", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).is_ok()
+}
