@@ -118,6 +118,9 @@ pub enum TargetKind {
 pub struct RegionSpec {
     pub name: String,
     pub pages: NumSpec,
+    /// Optional placement: the page index from the side's base (page 0 is `hole`). Without
+    /// it the region follows the previous one.
+    pub at: Option<NumSpec>,
     #[serde(default)]
     pub prot: Prot,
     #[serde(default)]

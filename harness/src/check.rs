@@ -37,7 +37,7 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
     }
     if let Some(a) = &r.arch {
         if *a != facts.arch {
-            return Some(format!("needs arch {a}, running {}", facts.arch));
+            return Some(format!("needs arch {a}"));
         }
     }
     for f in &r.features {

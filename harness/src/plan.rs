@@ -335,36 +335,53 @@ fn lay_out(
         let len = pages
             .checked_mul(PAGE)
             .ok_or_else(|| PlanError::new(format!("{f}.pages"), "too many pages").at(&s.name))?;
+        if let Some(at) = &s.at {
+            let page = num(&format!("{f}.at"), at)?;
+            let start = page.checked_mul(PAGE).and_then(|o| o.checked_add(base));
+            match (start, out.last()) {
+                (Some(st), Some(prev)) if st < cursor => {
+                    return Err(PlanError::new(
+                        format!("{f}.at"),
+                        format!(
+                            "region `{}` overlaps region `{}`; place it at page {} or later",
+                            s.name,
+                            prev.name,
+                            (cursor - base) / PAGE
+                        ),
+                    )
+                    .at(&s.name));
+                }
+                (Some(st), _) if st >= base + PAGE => cursor = st,
+                _ => {
+                    return Err(PlanError::new(
+                        format!("{f}.at"),
+                        "page 0 is the `hole`; use page 1 or later",
+                    )
+                    .at(&s.name));
+                }
+            }
+        }
         if s.kind == RegionKind::Thp {
             cursor = cursor.div_ceil(THP_ALIGN) * THP_ALIGN;
         }
-        let file_size = match (&s.file_size, s.kind) {
-            (Some(fs), k)
-                if matches!(
-                    k,
-                    RegionKind::FilePrivate
-                        | RegionKind::FileShared
-                        | RegionKind::MemfdPrivate
-                        | RegionKind::MemfdShared
-                ) =>
-            {
-                Some(num(&format!("{f}.file_size"), fs)?)
-            }
-            (Some(_), _) => {
+        let is_file = matches!(
+            s.kind,
+            RegionKind::FilePrivate
+                | RegionKind::FileShared
+                | RegionKind::MemfdPrivate
+                | RegionKind::MemfdShared
+        );
+        let file_size = match &s.file_size {
+            Some(fs) if is_file => Some(num(&format!("{f}.file_size"), fs)?),
+            Some(_) => {
                 return Err(PlanError::new(
                     format!("{f}.file_size"),
                     "only file and memfd kinds have a file size",
                 )
                 .at(&s.name))
             }
-            (
-                None,
-                RegionKind::FilePrivate
-                | RegionKind::FileShared
-                | RegionKind::MemfdPrivate
-                | RegionKind::MemfdShared,
-            ) => Some(len),
-            (None, _) => None,
+            None if is_file => Some(len),
+            None => None,
         };
         if s.kind == RegionKind::Hole && s.prot != Prot::Rw {
             return Err(PlanError::new(

@@ -120,7 +120,8 @@ pub fn build_arrays(arrays: &[ArrayImage]) -> Result<(), (i32, &'static str)> {
 /// Whether a region's bytes are sent back after the call. Huge untouched regions (sparse
 /// mappings for the MAX_RW_COUNT cases) are not: reading them back would cost seconds.
 pub fn dumped(r: &Region) -> bool {
-    !r.is_hole() && !(r.fill == Fill::Untouched && r.len > 64 << 20)
+    let huge_sparse = r.fill == Fill::Untouched && r.len > 64 << 20;
+    !r.is_hole() && !huge_sparse
 }
 
 /// Sends the backed bytes of every dumped region to `fd`, making each readable first.

@@ -1,0 +1,257 @@
+//! The `pvmtest` binary end to end: exit statuses, bad input, and that no process outlives a
+//! run — after success, a panic, a target that never becomes ready, and SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pvmtest");
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pvmtest-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const GOOD: &str = "description: one page\ntarget:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 4096}]\n  remote: [{base: data, len: 4096}]\n";
+
+/// A tag in the environment of every process one test starts, so leftovers can be found
+/// without confusing them with other tests' processes.
+fn tagged(tag: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("PVMTEST_TEST_TAG", tag).env("NO_COLOR", "1");
+    c
+}
+
+/// Live (non-zombie) processes whose environment carries `tag`.
+fn leftovers(tag: &str) -> Vec<String> {
+    let needle = format!("PVMTEST_TEST_TAG={tag}");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            out.push(format!("{name} {}", comm.trim()));
+        }
+    }
+    out
+}
+
+fn assert_nothing_left(tag: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = leftovers(tag);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "processes left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn good_case_passes_and_leaves_nothing() {
+    let d = scratch("good");
+    let f = write(&d, "good.yaml", GOOD);
+    let out = run(tagged("good").arg("run").arg(&f));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("1 passed, 0 failed, 0 skipped"), "{stdout}");
+    assert_nothing_left("good");
+}
+
+#[test]
+fn formats() {
+    let d = scratch("formats");
+    let f = write(&d, "good.yaml", GOOD);
+    let out = run(Command::new(BIN).args(["run", "--format", "ktap"]).arg(&f));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with("KTAP version 1\n"), "{s}");
+    assert!(s.contains("1..1\nok 1 good"), "{s}");
+    let out = run(Command::new(BIN).args(["run", "--format", "json"]).arg(&f));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["pass"], 1);
+    assert_eq!(v["results"][0]["status"], "pass");
+    assert_eq!(v["results"][0]["event"]["args"]["liovcnt"], 1);
+    assert_eq!(v["results"][0]["event"]["returnValue"], 4096);
+}
+
+/// Bad input: one line naming file, line and field; exit 2; never a panic.
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let d = scratch("bad");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "malformed.yaml",
+            "description: [unclosed\n",
+            "malformed.yaml:",
+        ),
+        (
+            "unknown_field.yaml",
+            &GOOD.replace("description: one page\n", "description: x\nbogus: 1\n"),
+            "unknown field `bogus`",
+        ),
+        (
+            "unknown_errno.yaml",
+            &format!("{GOOD}expect:\n  result: EWHAT\n  why: x\n"),
+            "unknown errno name `EWHAT`",
+        ),
+        (
+            "undeclared.yaml",
+            &GOOD.replace("{base: data, len: 4096}", "{base: nothere, len: 4096}"),
+            "`nothere` is not a declared region",
+        ),
+        (
+            "overlap.yaml",
+            &GOOD.replace(
+                "regions: [{name: data, pages: 1}]",
+                "regions: [{name: a, pages: 4}, {name: data, pages: 1, at: 2}]",
+            ),
+            "overlaps region `a`",
+        ),
+        (
+            "too_big.yaml",
+            &GOOD.replace("{name: data, pages: 1}", "{name: data, pages: 2^40}"),
+            "does not fit",
+        ),
+        (
+            "no_why.yaml",
+            &format!("{GOOD}expect:\n  result: 4096\n  why: \"\"\n"),
+            "must say why",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let f = write(&d, name, text);
+        let out = run(Command::new(BIN).arg("check").arg(&f));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(err.contains(name), "{name} must be named: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: one line expected: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The line number points at the offending text.
+    let out = run(Command::new(BIN)
+        .arg("check")
+        .arg(d.join("undeclared.yaml")));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("undeclared.yaml:9:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_reports_valid_cases_despite_an_invalid_one() {
+    let d = scratch("mixed");
+    write(&d, "a_good.yaml", GOOD);
+    write(
+        &d,
+        "b_bad.yaml",
+        "description: x\ncall: {syscall: sideways}\n",
+    );
+    let out = run(Command::new(BIN).arg("run").arg(&d));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout.contains("PASS") && stdout.contains("a_good"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b_bad.yaml"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(Command::new(BIN).arg("frobnicate"));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(Command::new(BIN).args(["run", "/nonexistent/path"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn target_that_never_gets_ready_is_broken_and_killed() {
+    let d = scratch("hang");
+    let f = write(&d, "hang.yaml", GOOD);
+    let t = Instant::now();
+    let out = run(tagged("hang")
+        .env("PVMTEST_INJECT", "target_hang")
+        .args(["run", "--timeout-ms", "300"])
+        .arg(&f));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("BROKEN") && stdout.contains("never became ready"),
+        "{stdout}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_nothing_left("hang");
+}
+
+#[test]
+fn panic_in_a_case_is_broken_and_leaves_nothing() {
+    let d = scratch("panic");
+    let f = write(&d, "panic.yaml", GOOD);
+    let out = run(tagged("panic")
+        .env("PVMTEST_INJECT", "panic")
+        .arg("run")
+        .arg(&f));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("BROKEN") && stdout.contains("injected panic"),
+        "{stdout}"
+    );
+    assert_nothing_left("panic");
+}
+
+#[test]
+fn sigint_mid_case_leaves_nothing() {
+    let d = scratch("sigint");
+    let f = write(&d, "sigint.yaml", GOOD);
+    let mut child = tagged("sigint")
+        .env("PVMTEST_INJECT", "caller_hang")
+        .args(["run", "--timeout-ms", "60000"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the target and the caller are both up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers("sigint").len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "processes never started: {:?}",
+            leftovers("sigint")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_nothing_left("sigint");
+}

@@ -1,0 +1,327 @@
+//! The reference model, rule by rule, on hand-written layouts. Each test names the rule in
+//! docs/SEMANTICS.md it pins. These never touch the kernel.
+
+use pvmtest::facts::Facts;
+use pvmtest::model::{predict, Prediction};
+use pvmtest::runner::load_str;
+
+const V612: (u32, u32, u32) = (6, 12, 0);
+const V61: (u32, u32, u32) = (6, 1, 0);
+
+fn model_on(version: (u32, u32, u32), yaml: &str, tweak: impl FnOnce(&mut Facts)) -> Prediction {
+    let plan = load_str("test.yaml", "test", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut facts = Facts::example(version);
+    tweak(&mut facts);
+    predict(&plan, &facts)
+}
+
+fn model(yaml: &str) -> Prediction {
+    model_on(V612, yaml, |_| {})
+}
+
+#[track_caller]
+fn assert_ok(p: &Prediction, n: u64, step: &str) {
+    assert_eq!(
+        (p.result, p.decided_by),
+        (Ok(n), step),
+        "{p} trace: {:#?}",
+        p.trace
+    );
+}
+
+#[track_caller]
+fn assert_err(p: &Prediction, errno: i32, step: &str) {
+    assert_eq!(
+        (p.result, p.decided_by),
+        (Err(errno), step),
+        "{p} trace: {:#?}",
+        p.trace
+    );
+}
+
+/// A one-page target `data`, a two-page caller `buf`, and the given call lines.
+fn simple(call: &str) -> String {
+    format!(
+        "description: t\ntarget:\n  regions:\n    - {{name: data, pages: 1}}\n    - {{name: none, pages: 1, prot: none}}\ncaller:\n  regions:\n    - {{name: buf, pages: 2}}\n    - {{name: ro, pages: 1, prot: ro}}\ncall:\n{call}"
+    )
+}
+
+#[test]
+fn flags_nonzero_is_einval_before_anything() {
+    let p = model(&simple(
+        "  syscall: readv\n  flags: 1\n  lvec: kernel\n  local: []\n",
+    ));
+    assert_err(&p, libc::EINVAL, "flags");
+}
+
+#[test]
+fn local_count_over_iov_max() {
+    let p = model(&simple("  syscall: readv\n  local: [{base: buf, len: 1, repeat: 1025}]\n  remote: [{base: data, len: 1}]\n"));
+    assert_err(&p, libc::EINVAL, "local_count");
+}
+
+#[test]
+fn liovcnt_truncated_to_32_bits() {
+    let zero = model(&simple("  syscall: readv\n  liovcnt: 2^32\n  local: [{base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n"));
+    assert_ok(&zero, 0, "local_zero_shortcut");
+    let one = model(&simple("  syscall: readv\n  liovcnt: 2^32+1\n  local: [{base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n"));
+    assert_ok(&one, 8, "complete");
+}
+
+#[test]
+fn riovcnt_not_truncated() {
+    let p = model(&simple("  syscall: readv\n  riovcnt: 2^32+1\n  local: [{base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n"));
+    assert_err(&p, libc::EINVAL, "remote_count");
+}
+
+#[test]
+fn local_array_fault_and_count_past_array() {
+    let p = model(&simple(
+        "  syscall: readv\n  lvec: null+8\n  liovcnt: 2\n  remote: [{base: data, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EFAULT, "local_array_fault");
+    let p = model(&simple("  syscall: readv\n  liovcnt: 3\n  local: [{base: buf, len: 8}, {base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n"));
+    assert_err(&p, libc::EFAULT, "local_array_fault");
+}
+
+#[test]
+fn negative_lengths() {
+    let p = model(&simple(
+        "  syscall: readv\n  local: [{base: buf, len: -1}]\n  remote: [{base: data, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EINVAL, "local_negative_len");
+    let p = model(&simple(
+        "  syscall: readv\n  local: [{base: buf, len: 8}]\n  remote: [{base: data, len: 2^63}]\n",
+    ));
+    assert_err(&p, libc::EINVAL, "remote_negative_len");
+}
+
+#[test]
+fn negative_len_vs_unreadable_later_element_depends_on_version() {
+    // Element 0 has a negative length; liovcnt 3 makes the kernel also read element 2, which
+    // lies in the unmapped page after the array.
+    let y = simple("  syscall: readv\n  liovcnt: 3\n  local: [{base: buf, len: -1}, {base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n");
+    assert_err(
+        &model_on(V612, &y, |_| {}),
+        libc::EINVAL,
+        "local_negative_len",
+    );
+    assert_err(
+        &model_on(V61, &y, |_| {}),
+        libc::EFAULT,
+        "local_array_fault",
+    );
+}
+
+#[test]
+fn local_access_ok() {
+    let p = model(&simple("  syscall: readv\n  local: [{base: kernel, len: 8}, {base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n"));
+    assert_err(&p, libc::EFAULT, "local_access_ok");
+    // access_ok(base, 0) still rejects a kernel address.
+    let p = model(&simple("  syscall: readv\n  local: [{base: kernel, len: 0}, {base: buf, len: 8}]\n  remote: [{base: data, len: 8}]\n"));
+    assert_err(&p, libc::EFAULT, "local_access_ok");
+}
+
+#[test]
+fn single_segment_clamps_before_access_ok_from_6_4() {
+    // base + 2^46 passes TASK_SIZE_MAX (2^47 - 4096) only after the clamp.
+    let y = simple("  syscall: readv\n  local: [{base: buf, len: 2^47}]\n  remote: [{base: data, len: 4096}]\n");
+    assert_ok(&model_on(V612, &y, |_| {}), 4096, "complete");
+    assert_err(&model_on(V61, &y, |_| {}), libc::EFAULT, "local_access_ok");
+}
+
+#[test]
+fn zero_shortcuts_skip_everything_after() {
+    let p = model(&simple(
+        "  syscall: readv\n  rvec: kernel\n  riovcnt: u64max\n  local: [{base: buf, len: 0}]\n",
+    ));
+    assert_ok(&p, 0, "local_zero_shortcut");
+    let y = "description: t\ntarget:\n  kind: unused_pid\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 8}]\n  remote: [{base: null, len: 0}, {base: kernel, len: 0}]\n";
+    assert_ok(&model(y), 0, "remote_zero_shortcut");
+}
+
+#[test]
+fn remote_array_fault() {
+    let p = model(&simple(
+        "  syscall: readv\n  rvec: null\n  riovcnt: 1\n  local: [{base: buf, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EFAULT, "remote_array_fault");
+}
+
+#[test]
+fn pid_lookup_and_no_mm() {
+    for (kind, step) in [
+        ("pid0", "pid_lookup"),
+        ("pid_minus1", "pid_lookup"),
+        ("reaped", "pid_lookup"),
+        ("unused_pid", "pid_lookup"),
+        ("zombie", "no_mm"),
+        ("zombie_leader", "no_mm"),
+    ] {
+        let y = format!("description: t\ntarget:\n  kind: {kind}\n  regions: [{{name: data, pages: 1}}]\ncaller:\n  regions: [{{name: buf, pages: 1}}]\ncall:\n  syscall: readv\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: data, len: 8}}]\n");
+        assert_err(&model(&y), libc::ESRCH, step);
+    }
+}
+
+fn perm_case(target: &str, caller: &str) -> String {
+    format!("description: t\ntarget:\n  regions: [{{name: data, pages: 1}}]\n{target}caller:\n  regions: [{{name: buf, pages: 1}}]\n{caller}call:\n  syscall: readv\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: data, len: 8}}]\n")
+}
+
+#[test]
+fn permission_rules() {
+    let p = model(&perm_case("", "  creds: {uid: 1000}\n"));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    // Real ids decide (PTRACE_MODE_REALCREDS): euid matching is not enough, real is enough.
+    let p = model(&perm_case(
+        "  creds: {uid: 1000}\n",
+        "  creds: {uid: 2000, euid: 1000, gid: 1000}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    let p = model(&perm_case(
+        "  creds: {uid: 1000}\n",
+        "  creds: {uid: 1000, euid: 2000}\n",
+    ));
+    assert_ok(&p, 8, "complete");
+    let p = model(&perm_case(
+        "  creds: {uid: 1000, suid: 0}\n",
+        "  creds: {uid: 1000}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    let p = model(&perm_case(
+        "  creds: {uid: 1000}\n  dumpable: false\n",
+        "  creds: {uid: 1000}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_dumpable");
+    let p = model(&perm_case("  creds: {uid: 1000}\n  dumpable: false\n", ""));
+    assert_ok(&p, 8, "complete");
+    let p = model(&perm_case(
+        "  creds: {uid: 1000, keep_caps: true}\n",
+        "  creds: {uid: 1000}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    let p = model(&perm_case(
+        "",
+        "  creds: {uid: 0, drop_caps: [CAP_SYS_PTRACE]}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    let p = model(&perm_case(
+        "",
+        "  creds: {uid: 0, drop_effective_caps: [CAP_SYS_PTRACE]}\n",
+    ));
+    assert_ok(&p, 8, "complete");
+}
+
+#[test]
+fn same_mm_bypasses_permission() {
+    for kind in ["self", "thread", "clone_vm"] {
+        let y = format!("description: t\ntarget:\n  kind: {kind}\n  regions: [{{name: data, pages: 1}}]\ncaller:\n  regions: [{{name: buf, pages: 1}}]\n  creds: {{uid: 1000}}\ncall:\n  syscall: readv\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: data, len: 8}}]\n");
+        assert_ok(&model(&y), 8, "complete");
+    }
+}
+
+#[test]
+fn yama_scopes() {
+    let y = perm_case("  creds: {uid: 1000}\n", "  creds: {uid: 1000}\n");
+    assert_ok(
+        &model_on(V612, &y, |f| f.yama_scope = Some(0)),
+        8,
+        "complete",
+    );
+    assert_err(
+        &model_on(V612, &y, |f| f.yama_scope = Some(1)),
+        libc::EPERM,
+        "perm_yama",
+    );
+    let root = perm_case("", "");
+    assert_ok(
+        &model_on(V612, &root, |f| f.yama_scope = Some(2)),
+        8,
+        "complete",
+    );
+    assert_err(
+        &model_on(V612, &root, |f| f.yama_scope = Some(3)),
+        libc::EPERM,
+        "perm_yama",
+    );
+}
+
+#[test]
+fn remote_fault_is_page_granular() {
+    let p = model(&simple("  syscall: readv\n  local: [{base: buf, len: 2*page}]\n  remote: [{base: data+100, len: 2*page}]\n"));
+    assert_ok(&p, 3996, "remote_fault");
+    let p = model(&simple(
+        "  syscall: readv\n  local: [{base: buf, len: 8}]\n  remote: [{base: none, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EFAULT, "remote_fault");
+}
+
+#[test]
+fn stops_at_first_faulting_iovec() {
+    let p = model(&simple(
+        "  syscall: readv\n  local: [{base: buf, len: 30}]\n  remote: [{base: data, len: 10}, {base: none, len: 10}, {base: data+10, len: 10}]\n",
+    ));
+    assert_ok(&p, 10, "remote_fault");
+}
+
+#[test]
+fn local_fault_is_byte_exact() {
+    let p = model(&simple("  syscall: readv\n  local: [{base: buf+2*page-100, len: 200}]\n  remote: [{base: data, len: 200}]\n"));
+    assert_ok(&p, 100, "local_fault");
+    let p = model(&simple(
+        "  syscall: readv\n  local: [{base: ro, len: 8}]\n  remote: [{base: data, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EFAULT, "local_fault");
+}
+
+#[test]
+fn remote_length_is_unbounded() {
+    let p = model(&simple("  syscall: readv\n  local: [{base: buf, len: page}]\n  remote: [{base: data, len: 2^62}]\n"));
+    assert_ok(&p, 4096, "complete");
+}
+
+#[test]
+fn max_rw_count_clamps_the_local_total() {
+    let y = "description: t\ntarget:\n  regions: [{name: big, pages: 600000, fill: untouched}]\ncaller:\n  regions: [{name: buf, pages: 1024}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 4*MiB, repeat: 600}]\n  remote: [{base: big, len: 600000*page}]\n";
+    let p = model(y);
+    assert_ok(&p, 0x7fff_f000, "complete");
+}
+
+#[test]
+fn writev_needs_vm_write_remotely_and_reads_write_only_locally() {
+    let y = "description: t\ntarget:\n  regions: [{name: ro, pages: 1, prot: ro}, {name: wo, pages: 1, prot: wo}]\ncaller:\n  regions: [{name: src, pages: 1, prot: wo}]\ncall:\n  syscall: writev\n  local: [{base: src, len: 8}]\n  remote: [{base: ro, len: 8}]\n";
+    assert_err(&model(y), libc::EFAULT, "remote_fault");
+    let y = y.replace("{base: ro, len: 8}", "{base: wo, len: 8}");
+    assert_ok(&model(&y), 8, "complete");
+}
+
+#[test]
+fn exec_only_local_source_depends_on_pku() {
+    let y = "description: t\ntarget:\n  regions: [{name: d, pages: 1}]\ncaller:\n  regions: [{name: src, pages: 1, prot: xo}]\ncall:\n  syscall: writev\n  local: [{base: src, len: 8}]\n  remote: [{base: d, len: 8}]\n";
+    assert_ok(&model_on(V612, y, |f| f.pku = false), 8, "complete");
+    assert_err(
+        &model_on(V612, y, |f| f.pku = true),
+        libc::EFAULT,
+        "local_fault",
+    );
+}
+
+#[test]
+fn file_pages_past_eof_fault() {
+    let y = "description: t\ntarget:\n  regions: [{name: f, pages: 3, kind: file_private, file_size: 100}]\ncaller:\n  regions: [{name: buf, pages: 3}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 3*page}]\n  remote: [{base: f, len: 3*page}]\n";
+    assert_ok(&model(y), 4096, "remote_fault");
+}
+
+#[test]
+fn copies_record_where_bytes_go() {
+    let p = model(&simple("  syscall: readv\n  local: [{base: buf, len: 4}, {base: buf+100, len: 4}]\n  remote: [{base: data+8, len: 8}]\n"));
+    assert_ok(&p, 8, "complete");
+    assert_eq!(p.copies.len(), 2);
+    assert_eq!(p.copies[1].remote - p.copies[0].remote, 4);
+    assert_eq!(p.copies[1].local - p.copies[0].local, 100);
+}
+
+#[test]
+fn compat_length_at_2_31_is_negative() {
+    let y = "description: t\ntarget:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  entry: compat\n  local: [{base: buf, len: 2^31}]\n  remote: [{base: data, len: 8}]\n";
+    assert_err(&model(y), libc::EINVAL, "local_negative_len");
+}
