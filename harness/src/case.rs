@@ -112,6 +112,27 @@ pub enum TargetKind {
     PidnsChild,
 }
 
+impl TargetKind {
+    /// The name used in case files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Child => "child",
+            TargetKind::SelfProcess => "self",
+            TargetKind::Thread => "thread",
+            TargetKind::CloneVm => "clone_vm",
+            TargetKind::Zombie => "zombie",
+            TargetKind::Reaped => "reaped",
+            TargetKind::UnusedPid => "unused_pid",
+            TargetKind::Pid0 => "pid0",
+            TargetKind::PidMinus1 => "pid_minus1",
+            TargetKind::Kthread => "kthread",
+            TargetKind::ZombieLeader => "zombie_leader",
+            TargetKind::ZombieLeaderThread => "zombie_leader_thread",
+            TargetKind::PidnsChild => "pidns_child",
+        }
+    }
+}
+
 /// A named range of pages. Regions are laid out back to back in declaration order.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -74,8 +74,8 @@ pub struct Prediction {
     pub result: Result<u64, i32>,
     /// The step that decided the result (one of [`STEPS`]).
     pub decided_by: &'static str,
-    /// Where it was decided, e.g. `data+4096` for a fault.
-    pub at: Option<String>,
+    /// Where or why it was decided: `at data+4096` for a fault, a phrase otherwise.
+    pub detail: Option<String>,
     /// Every step taken, for `pvmtest explain`.
     pub trace: Vec<String>,
     /// What moved, in order; later copies overwrite earlier ones.
@@ -94,8 +94,10 @@ impl Prediction {
 impl fmt::Display for Prediction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}", self.result_string(), self.decided_by)?;
-        if let Some(at) = &self.at {
-            write!(f, " at {at}")?;
+        match &self.detail {
+            Some(d) if d.starts_with("at ") => write!(f, " {d}")?,
+            Some(d) => write!(f, ": {d}")?,
+            None => {}
         }
         write!(f, ")")
     }
@@ -239,6 +241,11 @@ impl<'a> Model<'a> {
         {
             if addr >= r.start && addr < r.end() {
                 return format!("{}+{}", r.name, addr - r.start);
+            }
+        }
+        for a in &self.plan.arrays {
+            if addr >= a.addr && addr <= a.map_start + a.map_len + PAGE {
+                return format!("{}+{}", a.name, addr - a.addr);
             }
         }
         match addr {
@@ -415,11 +422,15 @@ impl<'a> Model<'a> {
                 return Err((
                     libc::ESRCH,
                     "pid_lookup",
-                    Some(format!("{kind:?} has no task")),
+                    Some(format!("{} has no task", kind.name())),
                 ));
             }
             TargetKind::Zombie | TargetKind::Kthread | TargetKind::ZombieLeader => {
-                return Err((libc::ESRCH, "no_mm", Some(format!("{kind:?} has no mm"))));
+                return Err((
+                    libc::ESRCH,
+                    "no_mm",
+                    Some(format!("{} has no mm", kind.name())),
+                ));
             }
             TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => {
                 self.trace.push(
@@ -570,11 +581,11 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
     };
     let mut copies = Vec::new();
     let outcome = run(&mut m, &mut copies);
-    let (result, decided_by, at) = outcome;
+    let (result, decided_by, detail) = outcome;
     Prediction {
         result,
         decided_by,
-        at,
+        detail,
         trace: m.trace,
         copies,
     }
@@ -643,7 +654,11 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
             pages.div_ceil(1024).max(1)
         ));
         if avail == 0 {
-            err = Some((libc::EFAULT, "remote_fault", Some(m.label(rbase))));
+            err = Some((
+                libc::EFAULT,
+                "remote_fault",
+                Some(format!("at {}", m.label(rbase))),
+            ));
             break;
         }
         let want = avail.min(stream.remaining);
@@ -670,7 +685,11 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
             stream.off += ok;
             stream.remaining -= ok;
             if ok < chunk {
-                err = Some((libc::EFAULT, "local_fault", Some(m.label(at + ok))));
+                err = Some((
+                    libc::EFAULT,
+                    "local_fault",
+                    Some(format!("at {}", m.label(at + ok))),
+                ));
                 break;
             }
         }
@@ -679,7 +698,11 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
             break;
         }
         if avail < rlen && stream.remaining > 0 {
-            err = Some((libc::EFAULT, "remote_fault", Some(m.label(rbase + avail))));
+            err = Some((
+                libc::EFAULT,
+                "remote_fault",
+                Some(format!("at {}", m.label(rbase + avail))),
+            ));
             break;
         }
     }
@@ -690,7 +713,7 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
     match err {
         // "If we have managed to copy any data at all then we return the number of bytes
         // copied. Otherwise we return the error code."
-        Some((_, step, at)) if moved_total > 0 => (Ok(moved_total), step, at),
+        Some((_, step, detail)) if moved_total > 0 => (Ok(moved_total), step, detail),
         Some(f) => fail(f),
         None => (Ok(moved_total), "complete", None),
     }

@@ -111,6 +111,8 @@ pub struct IovGroup {
 /// An iovec array the harness writes into the caller's memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArrayImage {
+    /// `lvec` or `rvec`.
+    pub name: &'static str,
     pub addr: u64,
     pub bytes: Vec<u8>,
     /// The page-aligned range mapped to hold it (readable and writable).
@@ -536,12 +538,13 @@ pub fn encode_iovs(iovs: &[Iov], entry: Entry) -> Vec<u8> {
 }
 
 /// Places an array so that it ends exactly on a page boundary with an unmapped page after.
-fn place_array(cursor: &mut u64, bytes: Vec<u8>) -> ArrayImage {
+fn place_array(cursor: &mut u64, name: &'static str, bytes: Vec<u8>) -> ArrayImage {
     let map_len = (bytes.len() as u64).div_ceil(PAGE).max(1) * PAGE;
     let map_start = *cursor;
     let addr = map_start + map_len - bytes.len() as u64;
     *cursor = map_start + map_len + PAGE;
     ArrayImage {
+        name,
         addr,
         bytes,
         map_start,
@@ -650,8 +653,8 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     // The arrays go after the caller's guard page.
     let mut cursor = cguard + PAGE;
     let mut arrays = Vec::new();
-    let lvec_img = place_array(&mut cursor, encode_iovs(&local, entry));
-    let rvec_img = place_array(&mut cursor, encode_iovs(&remote, entry));
+    let lvec_img = place_array(&mut cursor, "lvec", encode_iovs(&local, entry));
+    let rvec_img = place_array(&mut cursor, "rvec", encode_iovs(&remote, entry));
     let (cbase, cspan) = side_bases(entry, Side::Caller);
     if cursor > cbase + cspan {
         return Err(PlanError::new(
