@@ -22,16 +22,16 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
     if let Some(min) = r.min_kernel {
         if v < min {
             return Some(format!(
-                "needs kernel >= {}.{}, running {}",
-                min.0, min.1, facts.release
+                "needs kernel >= {}.{}, this is {}.{}",
+                min.0, min.1, v.0, v.1
             ));
         }
     }
     if let Some(max) = r.max_kernel {
         if v > max {
             return Some(format!(
-                "needs kernel <= {}.{}, running {}",
-                max.0, max.1, facts.release
+                "needs kernel <= {}.{}, this is {}.{}",
+                max.0, max.1, v.0, v.1
             ));
         }
     }

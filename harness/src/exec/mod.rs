@@ -5,6 +5,11 @@
 //! child, or a pid with no process), and always a forked caller, so credentials can be
 //! dropped and the harness's own address space is never touched. Every child is guarded by
 //! [`proc::Child`]: killed and reaped whatever happens.
+//!
+//! `nix` wraps pipes, memfd, pread, uname and signals here. Code that runs in a child after
+//! the fork uses `libc` directly: it must not allocate (the parent may be multi-threaded) and
+//! must hand fixed addresses to mmap/mprotect unchanged, including ones nix's typed wrappers
+//! would reject.
 
 #![allow(unsafe_code)]
 
@@ -226,9 +231,15 @@ extern "C" fn idle_thread(_: *mut libc::c_void) -> libc::c_int {
     pause_forever()
 }
 
-extern "C" fn idle_clone_vm(_: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: integer prctl; the CLONE_VM child must die with the caller that made it.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+extern "C" fn idle_clone_vm(arg: *mut libc::c_void) -> libc::c_int {
+    // `arg` carries the harness's pid, our parent through CLONE_PARENT: die with it.
+    // SAFETY: integer prctl and getppid.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != arg as usize as i32 {
+            libc::_exit(111);
+        }
+    }
     pause_forever()
 }
 
@@ -319,20 +330,19 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
 
 struct CallerCtx<'a> {
     plan: &'a Plan,
+    harness_pid: i32,
     target_pid: i32,
     caller_fds: Vec<Option<RawFd>>,
     target_fds: Vec<Option<RawFd>>,
     up: RawFd,
-    down: RawFd,
     inject: Inject,
 }
 
 fn caller_main(c: &CallerCtx<'_>) -> i32 {
     let plan = c.plan;
-    let setup = || -> Result<(i32, i32), (i32, &'static str)> {
+    let setup = || -> Result<i32, (i32, &'static str)> {
         layout::build(&plan.caller_regions, &c.caller_fds)?;
         layout::build_arrays(&plan.arrays)?;
-        let mut clone_child = 0;
         let pid = match plan.target_kind {
             TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => {
                 layout::build(&plan.target_regions, &c.target_fds)?;
@@ -342,14 +352,13 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
                     TargetKind::Thread => {
                         spawn_raw(idle_thread, THREAD_FLAGS, std::ptr::null_mut())?
                     }
-                    _ => {
-                        clone_child = spawn_raw(
-                            idle_clone_vm,
-                            libc::CLONE_VM | libc::SIGCHLD,
-                            std::ptr::null_mut(),
-                        )?;
-                        clone_child
-                    }
+                    // CLONE_PARENT makes it the harness's child, so the harness kills and
+                    // reaps it like every other process (it learns the pid from `R`).
+                    _ => spawn_raw(
+                        idle_clone_vm,
+                        libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
+                        c.harness_pid as usize as *mut libc::c_void,
+                    )?,
                 }
             }
             _ => c.target_pid,
@@ -357,12 +366,13 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
         if let Some(cr) = &plan.caller_creds {
             crate::sys::creds::apply(cr)?;
         }
-        Ok((pid, clone_child))
+        Ok(pid)
     };
-    let (pid, clone_child) = match setup() {
+    let pid = match setup() {
         Ok(v) => v,
         Err(e) => return send_error(c.up, e),
     };
+    send_ready(c.up, pid);
     if c.inject == Inject::CallerHang {
         pause_forever();
     }
@@ -380,20 +390,10 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
         Entry::Native => crate::sys::call_native(write, &args),
         Entry::Compat => crate::sys::call_compat(write, &args),
     };
-    send_ready(c.up, pid);
     send_result(c.up, r);
     layout::dump(&plan.caller_regions, c.up);
     if plan.target_shares_caller_mm() {
         layout::dump(&plan.target_regions, c.up);
-    }
-    // Wait for the parent to finish reading, then take the CLONE_VM child down with us.
-    proc::read_byte_raw(c.down);
-    if clone_child > 0 {
-        // SAFETY: our own child, not yet reaped.
-        unsafe {
-            libc::kill(clone_child, libc::SIGKILL);
-            libc::waitpid(clone_child, std::ptr::null_mut(), libc::__WALL);
-        }
     }
     0
 }
@@ -515,20 +515,19 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     }
 
     let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (down_r, down_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ctx = CallerCtx {
+        // SAFETY: getpid has no preconditions.
+        harness_pid: unsafe { libc::getpid() },
         plan,
         target_pid,
         caller_fds,
         target_fds: target_fds.clone(),
         up: up_w.as_raw_fd(),
-        down: down_r.as_raw_fd(),
         inject: opts.inject,
     };
     let caller = proc::fork_child(b"pvmtest-caller\0", || caller_main(&ctx))
         .map_err(|e| format!("forking the caller: {e}"))?;
     drop(up_w);
-    drop(down_r);
     let deadline = Instant::now() + opts.timeout;
     let timed = |e: String| {
         if e.contains("timed out") {
@@ -538,6 +537,9 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         }
     };
     let (_, pid) = recv(&up_r, deadline, "caller").map_err(timed)?;
+    // A CLONE_VM target was created with CLONE_PARENT: it is ours to kill and reap.
+    let _clone_vm_target =
+        (plan.target_kind == TargetKind::CloneVm).then(|| Child::adopt(pid as i32));
     let (_, ret) = recv(&up_r, deadline, "caller").map_err(timed)?;
     let result = if ret < 0 {
         Err((-ret) as i32)
@@ -549,7 +551,6 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     if plan.target_shares_caller_mm() {
         read_dumps(&up_r, &plan.target_regions, deadline, "caller", &mut dumps)?;
     }
-    drop(down_w); // lets the caller clean up its CLONE_VM child and exit
     drop(caller);
 
     if let Some((up, down)) = &target_pipes {

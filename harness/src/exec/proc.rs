@@ -75,6 +75,13 @@ pub struct Child {
 }
 
 impl Child {
+    /// Takes charge of a process that is already our child but was created elsewhere (a
+    /// CLONE_PARENT child of the caller): it is killed and reaped like the others.
+    pub fn adopt(pid: i32) -> Child {
+        register(pid);
+        Child { pid, reaped: false }
+    }
+
     /// Waits for the child to exit and reaps it (for `reaped` targets).
     pub fn reap(mut self) -> Option<i32> {
         let mut status = 0;
@@ -129,11 +136,13 @@ impl Drop for Child {
 /// Runs `body` in the child half of a fork-like split; the child never returns into the
 /// caller's frames. `parent_pid` is checked after PR_SET_PDEATHSIG so a child whose parent
 /// already died exits at once.
-fn child_prologue(parent_pid: i32, name: &[u8]) {
+fn child_prologue(parent_pid: i32, name: &[u8], new_pid_ns: bool) {
     // SAFETY: integer/short-buffer prctls and getppid; `name` is NUL-terminated by the callers.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::getppid() != parent_pid {
+        // In a new PID namespace the parent lies outside it and getppid() reads 0.
+        let expected = if new_pid_ns { 0 } else { parent_pid };
+        if libc::getppid() != expected {
             libc::_exit(111);
         }
         libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
@@ -171,7 +180,11 @@ pub fn fork_with(
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
-        child_prologue(parent, name);
+        child_prologue(
+            parent,
+            name,
+            clone_flags & libc::CLONE_NEWPID as libc::c_ulong != 0,
+        );
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
         // SAFETY: ends the child without running the parent's atexit handlers or destructors.
         unsafe { libc::_exit(code) };
