@@ -80,6 +80,73 @@ fn good_case_passes_and_leaves_nothing() {
     assert_nothing_left("good");
 }
 
+/// One case per target kind, all in one run: nothing of any kind may survive it.
+#[test]
+fn every_target_kind_leaves_nothing() {
+    let d = scratch("kinds");
+    for kind in [
+        "child",
+        "self",
+        "thread",
+        "clone_vm",
+        "zombie",
+        "reaped",
+        "zombie_leader",
+        "zombie_leader_thread",
+        "pidns_child",
+    ] {
+        let extra = if kind == "pidns_child" {
+            "requires: {features: [pidns]}\n"
+        } else {
+            ""
+        };
+        let text = GOOD.replace("target:\n", &format!("{extra}target:\n  kind: {kind}\n"));
+        write(&d, &format!("{kind}.yaml"), &text);
+    }
+    let out = run(tagged("kinds").arg("run").arg(&d));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("BROKEN") && !stdout.contains("FAIL"),
+        "{stdout}"
+    );
+    assert_nothing_left("kinds");
+}
+
+#[test]
+fn sigint_with_a_clone_vm_target_leaves_nothing() {
+    let d = scratch("sigint_vm");
+    let f = write(
+        &d,
+        "vm.yaml",
+        &GOOD.replace("target:\n", "target:\n  kind: clone_vm\n"),
+    );
+    let mut child = tagged("sigint_vm")
+        .env("PVMTEST_INJECT", "caller_hang")
+        .args(["run", "--timeout-ms", "60000"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers("sigint_vm").len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "processes never started: {:?}",
+            leftovers("sigint_vm")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_nothing_left("sigint_vm");
+}
+
 #[test]
 fn formats() {
     let d = scratch("formats");
