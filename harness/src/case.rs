@@ -261,8 +261,11 @@ pub struct CallSpec {
     #[serde(default)]
     pub flags: Option<NumSpec>,
     /// Override the local iovec array pointer with an address expression (e.g. `null+8`).
+    /// A bare YAML `null` means the null pointer, not "no override".
+    #[serde(default, deserialize_with = "null_is_address")]
     pub lvec: Option<String>,
     /// Override the remote iovec array pointer.
+    #[serde(default, deserialize_with = "null_is_address")]
     pub rvec: Option<String>,
 }
 
@@ -271,7 +274,9 @@ pub struct CallSpec {
 #[serde(deny_unknown_fields)]
 pub struct IovSpec {
     /// An address expression: `region`, `region+off`, `region-off`, or a named bad address
-    /// (`null`, `kernel`, `non_canonical`, `hole`, `guard`), optionally `+off`.
+    /// (`null`, `kernel`, `non_canonical`, `hole`, `guard`), optionally `+off`. A bare YAML
+    /// `null` is the null pointer.
+    #[serde(deserialize_with = "null_is_address_required")]
     pub base: String,
     pub len: NumSpec,
     pub repeat: Option<NumSpec>,
@@ -287,6 +292,18 @@ pub struct ExpectSpec {
     pub decided_by: Option<String>,
     /// Why this is the right answer (kernel source, man page). Required.
     pub why: String,
+}
+
+/// A present field whose YAML value is `null` names the null pointer: `lvec: null` must not
+/// silently mean "use the real array".
+fn null_is_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(
+        Option::<String>::deserialize(d)?.unwrap_or_else(|| "null".into()),
+    ))
+}
+
+fn null_is_address_required<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(|| "null".into()))
 }
 
 /// A number written as a YAML integer or as an expression string (see [`crate::expr`]).

@@ -325,3 +325,15 @@ fn compat_length_at_2_31_is_negative() {
     let y = "description: t\ntarget:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  entry: compat\n  local: [{base: buf, len: 2^31}]\n  remote: [{base: data, len: 8}]\n";
     assert_err(&model(y), libc::EINVAL, "local_negative_len");
 }
+
+#[test]
+fn bare_yaml_null_is_the_null_pointer() {
+    let p = model(&simple(
+        "  syscall: readv\n  lvec: null\n  liovcnt: 1\n  remote: [{base: data, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EFAULT, "local_array_fault");
+    let p = model(&simple(
+        "  syscall: readv\n  local: [{base: buf, len: 8}]\n  remote: [{base: null, len: 8}]\n",
+    ));
+    assert_err(&p, libc::EFAULT, "remote_fault");
+}

@@ -63,7 +63,9 @@ pub fn call_native(write: bool, a: &RawArgs) -> Result<u64, i32> {
 /// `int 0x80` with six arguments; returns the raw `eax` (negative errno on failure).
 ///
 /// rbx and rbp cannot be named as asm operands (LLVM reserves them), so they are saved on the
-/// stack and loaded inside the block.
+/// stack and loaded inside the block from r12/r13. Those two are named explicitly: with a plain
+/// `reg` operand the allocator may pick rbx itself, and `mov ebx, …` would then overwrite the
+/// sixth argument before it is read.
 fn int80(nr: u32, a1: u32, a2: u32, a3: u32, a4: u32, a5: u32, a6: u32) -> i32 {
     let ret: u32;
     // SAFETY: int 0x80 enters the kernel's compat syscall path; it touches only the registers
@@ -74,13 +76,13 @@ fn int80(nr: u32, a1: u32, a2: u32, a3: u32, a4: u32, a5: u32, a6: u32) -> i32 {
         std::arch::asm!(
             "push rbx",
             "push rbp",
-            "mov ebx, {a1:e}",
-            "mov ebp, {a6:e}",
+            "mov ebx, r12d",
+            "mov ebp, r13d",
             "int 0x80",
             "pop rbp",
             "pop rbx",
-            a1 = in(reg) a1,
-            a6 = in(reg) a6,
+            in("r12") a1,
+            in("r13") a6,
             inlateout("eax") nr => ret,
             in("ecx") a2,
             in("edx") a3,
