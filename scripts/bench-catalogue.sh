@@ -24,5 +24,5 @@ echo "slowest cases (µs):"
 import json, sys
 d = json.load(sys.stdin)
 for r in sorted(d["results"], key=lambda r: -r["duration_us"])[:5]:
-    print(f"  {r[\"duration_us\"]:>8}  {r[\"case\"]}")
+    print("  %8d  %s" % (r["duration_us"], r["case"]))
 '

@@ -46,6 +46,9 @@ pub enum Command {
         /// Per-step timeout for a target or caller, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
+        /// Cases run at once (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Validate case files without running anything.
     Check { paths: Vec<PathBuf> },
@@ -127,6 +130,7 @@ pub fn main_with(cli: Cli) -> i32 {
             format,
             color,
             timeout_ms,
+            jobs,
         } => {
             crate::exec::proc::install_signal_handlers();
             let (plans, bad) = match load_all(paths) {
@@ -148,10 +152,9 @@ pub fn main_with(cli: Cli) -> i32 {
                     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
                 }
             };
-            let results: Vec<CaseResult> = plans
-                .iter()
-                .map(|p| runner::run_case(p, &facts, &opts))
-                .collect();
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let results: Vec<CaseResult> = runner::run_all(&plans, &facts, &opts, jobs);
             let text = match format {
                 Format::Human => crate::report::human(&results, &facts.release, colour),
                 Format::Ktap => crate::report::ktap(&results, &facts.release),

@@ -299,3 +299,27 @@ pub fn render_call(plan: &Plan) -> String {
         count(c.flags),
     )
 }
+
+/// Runs every plan, `jobs` at a time, and returns the results in the plans' order. Cases are
+/// independent: each forks its own target and caller and touches nothing in this process's
+/// address space, so they can overlap.
+pub fn run_all(plans: &[Plan], facts: &Facts, opts: &Options, jobs: usize) -> Vec<CaseResult> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<CaseResult>>> = plans.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(plans.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(plan) = plans.get(i) else { break };
+                let r = run_case(plan, facts, opts);
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
