@@ -52,6 +52,12 @@ pub const SYS_ADMIN: u32 = 21;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CapSet(pub u64);
 
+impl serde::Serialize for CapSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:#x}", self.0))
+    }
+}
+
 impl CapSet {
     pub fn has(self, cap: u32) -> bool {
         self.0 & (1u64 << cap) != 0
@@ -62,6 +68,25 @@ impl CapSet {
     pub fn is_subset_of(self, other: CapSet) -> bool {
         self.0 & !other.0 == 0
     }
+}
+
+/// Real, effective and saved user and group ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Ids {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+}
+
+/// What `__ptrace_may_access` and `cap_ptrace_access_check` look at in a process's creds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Credentials {
+    pub ids: Ids,
+    pub permitted: CapSet,
+    pub effective: CapSet,
 }
 
 /// The number of a capability name; accepts `CAP_SYS_PTRACE` or `sys_ptrace`.

@@ -14,7 +14,7 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
         return Some("needs root (run as uid 0)".into());
     }
     for (name, bit) in &r.caps {
-        if !facts.cap_effective.has(*bit) {
+        if !facts.creds.effective.has(*bit) {
             return Some(format!("needs {name}"));
         }
     }

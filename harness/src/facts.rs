@@ -2,7 +2,7 @@
 //! the harness's own credentials, and which optional features exist. Facts are read from
 //! `/proc` and `uname`, or probed by a harmless call (never by running the syscall under test).
 
-use crate::caps::CapSet;
+use crate::caps::{CapSet, Credentials, Ids};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -16,16 +16,8 @@ pub struct Facts {
     pub task_size_max: u64,
     /// The CPU has protection keys, so exec-only memory is unreadable even by the kernel.
     pub pku: bool,
-    pub uid: u32,
-    pub euid: u32,
-    pub suid: u32,
-    pub gid: u32,
-    pub egid: u32,
-    pub sgid: u32,
-    #[serde(serialize_with = "ser_caps")]
-    pub cap_effective: CapSet,
-    #[serde(serialize_with = "ser_caps")]
-    pub cap_permitted: CapSet,
+    /// The harness's own credentials: the caller's and the target's unless a case changes them.
+    pub creds: Credentials,
     /// `/proc/sys/kernel/yama/ptrace_scope`, or `None` without Yama.
     pub yama_scope: Option<u8>,
     pub compat: bool,
@@ -34,10 +26,6 @@ pub struct Facts {
     pub pidns: bool,
     pub kthreadd: bool,
     pub pid_max: i32,
-}
-
-fn ser_caps<S: serde::Serializer>(c: &CapSet, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{:#x}", c.0))
 }
 
 /// Parses `5.10`, `6.12.117-cloud-amd64` or `7.3.4+deb13` into `(major, minor)`.
@@ -67,14 +55,11 @@ impl Facts {
             arch: "x86_64".into(),
             task_size_max: 0x7fff_ffff_f000,
             pku: false,
-            uid: 0,
-            euid: 0,
-            suid: 0,
-            gid: 0,
-            egid: 0,
-            sgid: 0,
-            cap_effective: CapSet((1u64 << 41) - 1),
-            cap_permitted: CapSet((1u64 << 41) - 1),
+            creds: Credentials {
+                ids: Ids::default(),
+                permitted: CapSet((1u64 << 41) - 1),
+                effective: CapSet((1u64 << 41) - 1),
+            },
             yama_scope: None,
             compat: true,
             thp: true,
@@ -86,7 +71,7 @@ impl Facts {
     }
 
     pub fn is_root(&self) -> bool {
-        self.euid == 0
+        self.creds.ids.euid == 0
     }
 
     /// Reads the running system. `compat_probe` says whether `int 0x80` works (see
@@ -118,6 +103,7 @@ impl Facts {
                 })
                 .unwrap_or_default()
         };
+        let id = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(u64::MAX) as u32;
         let uids = field("Uid:");
         let gids = field("Gid:");
         let hex = |name: &str| -> u64 {
@@ -155,14 +141,18 @@ impl Facts {
                 0x7fff_ffff_f000
             },
             pku: flags.contains(&"pku") && flags.contains(&"ospke"),
-            uid: uids.first().copied().unwrap_or(u64::MAX) as u32,
-            euid: uids.get(1).copied().unwrap_or(u64::MAX) as u32,
-            suid: uids.get(2).copied().unwrap_or(u64::MAX) as u32,
-            gid: gids.first().copied().unwrap_or(u64::MAX) as u32,
-            egid: gids.get(1).copied().unwrap_or(u64::MAX) as u32,
-            sgid: gids.get(2).copied().unwrap_or(u64::MAX) as u32,
-            cap_effective,
-            cap_permitted: CapSet(hex("CapPrm:")),
+            creds: Credentials {
+                ids: Ids {
+                    uid: id(&uids, 0),
+                    euid: id(&uids, 1),
+                    suid: id(&uids, 2),
+                    gid: id(&gids, 0),
+                    egid: id(&gids, 1),
+                    sgid: id(&gids, 2),
+                },
+                permitted: CapSet(hex("CapPrm:")),
+                effective: cap_effective,
+            },
             yama_scope: read_trim("/proc/sys/kernel/yama/ptrace_scope")
                 .and_then(|s| s.parse().ok()),
             compat: crate::sys::compat_available(),

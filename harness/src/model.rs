@@ -6,7 +6,7 @@
 //! `process_vm_rw_single_vec` → `process_vm_rw_pages`) and the helpers it calls; each rule is
 //! described, with its source, in docs/SEMANTICS.md under the same `decided_by` name.
 
-use crate::caps::{self, CapSet};
+use crate::caps::{self, CapSet, Credentials};
 use crate::case::{Entry, Prot, Syscall, TargetKind};
 use crate::expr::{IOV_MAX, MAX_RW_COUNT, PAGE};
 use crate::facts::Facts;
@@ -443,12 +443,9 @@ impl<'a> Model<'a> {
         let caller = proc_creds(self.plan.caller_creds.as_ref(), self.facts);
         let target = proc_creds(self.plan.target_creds.as_ref(), self.facts);
         let ptrace_cap = caller.effective.has(caps::SYS_PTRACE);
-        let ids_match = caller.uid == target.euid
-            && caller.uid == target.suid
-            && caller.uid == target.uid
-            && caller.gid == target.egid
-            && caller.gid == target.sgid
-            && caller.gid == target.gid;
+        let (c, t) = (caller.ids, target.ids);
+        let ids_match = [t.uid, t.euid, t.suid].iter().all(|&u| u == c.uid)
+            && [t.gid, t.egid, t.sgid].iter().all(|&g| g == c.gid);
         if !ids_match && !ptrace_cap {
             return Err((
                 libc::EPERM,
@@ -489,57 +486,30 @@ impl<'a> Model<'a> {
 }
 
 /// The credentials a process ends up with, computed from capabilities(7)'s rules for uid
-/// changes (not read back from the kernel).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcCreds {
-    pub uid: u32,
-    pub euid: u32,
-    pub suid: u32,
-    pub gid: u32,
-    pub egid: u32,
-    pub sgid: u32,
-    pub permitted: CapSet,
-    pub effective: CapSet,
-}
-
-pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> ProcCreds {
-    let Some(c) = c else {
-        return ProcCreds {
-            uid: facts.uid,
-            euid: facts.euid,
-            suid: facts.suid,
-            gid: facts.gid,
-            egid: facts.egid,
-            sgid: facts.sgid,
-            permitted: facts.cap_permitted,
-            effective: facts.cap_effective,
-        };
-    };
+/// changes (not read back from the kernel). `None`: the harness's own.
+pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> Credentials {
+    let Some(c) = c else { return facts.creds };
     // "If one or more of the real, effective, or saved set user IDs was previously 0, and as a
     // result of the UID changes all of these IDs have a nonzero value, then all capabilities
     // are cleared from the permitted, effective, and ambient capability sets" unless
     // PR_SET_KEEPCAPS; "If the effective user ID is changed from 0 to nonzero, then all
     // capabilities are cleared from the effective set."
-    let all_nonzero = c.uid != 0 && c.euid != 0 && c.suid != 0;
+    let ids = c.ids;
+    let all_nonzero = ids.uid != 0 && ids.euid != 0 && ids.suid != 0;
     let permitted = if all_nonzero && !c.keep_caps {
         CapSet(0)
     } else {
-        facts.cap_permitted
+        facts.creds.permitted
     };
-    let effective = if c.euid != 0 {
+    let effective = if ids.euid != 0 {
         CapSet(0)
     } else {
-        facts.cap_effective
+        facts.creds.effective
     };
     let permitted = permitted.without(c.drop);
     let effective = CapSet(effective.without(c.drop).without(c.drop_effective).0 & permitted.0);
-    ProcCreds {
-        uid: c.uid,
-        euid: c.euid,
-        suid: c.suid,
-        gid: c.gid,
-        egid: c.egid,
-        sgid: c.sgid,
+    Credentials {
+        ids,
         permitted,
         effective,
     }

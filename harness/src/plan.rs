@@ -13,7 +13,7 @@
 //!               the kernel read into an unmapped page.
 //! ```
 
-use crate::caps::{self, CapSet};
+use crate::caps::{self, CapSet, Ids};
 use crate::case::{
     CaseFile, CredSpec, Entry, Feature, Fill, IovSpec, NumOrName, Prot, RegionKind, RegionSpec,
     Syscall, TargetKind,
@@ -122,12 +122,7 @@ pub struct ArrayImage {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Creds {
-    pub uid: u32,
-    pub euid: u32,
-    pub suid: u32,
-    pub gid: u32,
-    pub egid: u32,
-    pub sgid: u32,
+    pub ids: Ids,
     pub keep_caps: bool,
     pub drop: CapSet,
     pub drop_effective: CapSet,
@@ -265,12 +260,14 @@ fn kernel_version(field: &str, s: &str) -> Result<(u32, u32), PlanError> {
 fn creds(field: &str, c: &CredSpec) -> Result<Creds, PlanError> {
     let gid = c.gid.unwrap_or(c.uid);
     Ok(Creds {
-        uid: c.uid,
-        euid: c.euid.unwrap_or(c.uid),
-        suid: c.suid.unwrap_or(c.uid),
-        gid,
-        egid: c.egid.unwrap_or(gid),
-        sgid: c.sgid.unwrap_or(gid),
+        ids: Ids {
+            uid: c.uid,
+            euid: c.euid.unwrap_or(c.uid),
+            suid: c.suid.unwrap_or(c.uid),
+            gid,
+            egid: c.egid.unwrap_or(gid),
+            sgid: c.sgid.unwrap_or(gid),
+        },
         keep_caps: c.keep_caps,
         drop: caps::set_from_names(&c.drop_caps)
             .map_err(|e| PlanError::new(format!("{field}.drop_caps"), e))?,

@@ -114,37 +114,12 @@ fn every_target_kind_leaves_nothing() {
 
 #[test]
 fn sigint_with_a_clone_vm_target_leaves_nothing() {
-    let d = scratch("sigint_vm");
-    let f = write(
-        &d,
-        "vm.yaml",
+    // pvmtest, the caller and its CLONE_VM target (which the harness adopted).
+    interrupt_mid_case(
+        "sigint_vm",
         &GOOD.replace("target:\n", "target:\n  kind: clone_vm\n"),
+        3,
     );
-    let mut child = tagged("sigint_vm")
-        .env("PVMTEST_INJECT", "caller_hang")
-        .args(["run", "--timeout-ms", "60000"])
-        .arg(&f)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leftovers("sigint_vm").len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "processes never started: {:?}",
-            leftovers("sigint_vm")
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    assert!(!child.wait().unwrap().success());
-    assert_nothing_left("sigint_vm");
 }
 
 #[test]
@@ -293,9 +268,16 @@ fn panic_in_a_case_is_broken_and_leaves_nothing() {
 
 #[test]
 fn sigint_mid_case_leaves_nothing() {
-    let d = scratch("sigint");
-    let f = write(&d, "sigint.yaml", GOOD);
-    let mut child = tagged("sigint")
+    // pvmtest, the target and the caller.
+    interrupt_mid_case("sigint", GOOD, 3);
+}
+
+/// Starts a run whose caller hangs, waits for `procs` tagged processes, sends SIGINT to
+/// pvmtest, and checks that nothing it started survives.
+fn interrupt_mid_case(tag: &str, text: &str, procs: usize) {
+    let d = scratch(tag);
+    let f = write(&d, "case.yaml", text);
+    let mut child = tagged(tag)
         .env("PVMTEST_INJECT", "caller_hang")
         .args(["run", "--timeout-ms", "60000"])
         .arg(&f)
@@ -303,13 +285,12 @@ fn sigint_mid_case_leaves_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the target and the caller are both up.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while leftovers("sigint").len() < 3 {
+    while leftovers(tag).len() < procs {
         assert!(
             Instant::now() < deadline,
             "processes never started: {:?}",
-            leftovers("sigint")
+            leftovers(tag)
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -318,7 +299,6 @@ fn sigint_mid_case_leaves_nothing() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success());
-    assert_nothing_left("sigint");
+    assert!(!child.wait().unwrap().success());
+    assert_nothing_left(tag);
 }

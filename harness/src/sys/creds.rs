@@ -30,13 +30,13 @@ pub fn apply(c: &Creds) -> Result<(), (i32, &'static str)> {
         if libc::setgroups(0, std::ptr::null()) != 0 {
             return Err((err(), "setgroups"));
         }
-        if libc::setresgid(c.gid, c.egid, c.sgid) != 0 {
+        if libc::setresgid(c.ids.gid, c.ids.egid, c.ids.sgid) != 0 {
             return Err((err(), "setresgid"));
         }
         if c.keep_caps && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
             return Err((err(), "PR_SET_KEEPCAPS"));
         }
-        if libc::setresuid(c.uid, c.euid, c.suid) != 0 {
+        if libc::setresuid(c.ids.uid, c.ids.euid, c.ids.suid) != 0 {
             return Err((err(), "setresuid"));
         }
         if c.drop.0 != 0 || c.drop_effective.0 != 0 {
