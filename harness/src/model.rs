@@ -243,6 +243,11 @@ impl<'a> Model<'a> {
                 return format!("{}+{}", r.name, addr - r.start);
             }
         }
+        for &(name, at) in &self.plan.landmarks {
+            if addr >= at && addr - at < PAGE {
+                return format!("{name}+{}", addr - at);
+            }
+        }
         for a in &self.plan.arrays {
             if addr >= a.addr && addr <= a.map_start + a.map_len + PAGE {
                 return format!("{}+{}", a.name, addr - a.addr);

@@ -186,6 +186,8 @@ pub struct Plan {
     pub caller_regions: Vec<Region>,
     pub caller_creds: Option<Creds>,
     pub arrays: Vec<ArrayImage>,
+    /// Named unmapped pages, for labelling addresses: `hole`/`guard` of each side.
+    pub landmarks: Vec<(&'static str, u64)>,
     pub call: Call,
     pub expect: Option<Expect>,
 }
@@ -799,6 +801,12 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         caller_regions,
         caller_creds,
         arrays,
+        landmarks: vec![
+            ("hole", thole),
+            ("guard", tguard),
+            ("caller hole", chole),
+            ("caller guard", cguard),
+        ],
         call: Call {
             syscall: call.syscall,
             entry,
