@@ -19,15 +19,6 @@ fn paint(on: bool, colour: &str, s: &str) -> String {
     }
 }
 
-fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Pass => "PASS",
-        Status::Fail => "FAIL",
-        Status::Skip => "SKIP",
-        Status::Broken => "BROKEN",
-    }
-}
-
 /// The line a failure prints: the call, what the kernel did, and the model's prediction.
 pub fn failure_line(r: &CaseResult) -> String {
     let observed = r
@@ -195,6 +186,5 @@ pub fn explain(
     if let Some(why) = crate::check::unmet_requirement(plan, facts) {
         out.push_str(&format!("\nwould skip here: {why}\n"));
     }
-    let _ = status_word(Status::Pass);
     out
 }
