@@ -230,40 +230,34 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn target_that_never_gets_ready_is_broken_and_killed() {
-    let d = scratch("hang");
-    let f = write(&d, "hang.yaml", GOOD);
+/// Runs GOOD with a fault injected; the case must be reported broken with `needle`, the run
+/// must exit 1 quickly, and nothing may be left running.
+fn injected_fault_is_broken(tag: &str, inject: &str, needle: &str) {
+    let d = scratch(tag);
+    let f = write(&d, "case.yaml", GOOD);
     let t = Instant::now();
-    let out = run(tagged("hang")
-        .env("PVMTEST_INJECT", "target_hang")
+    let out = run(tagged(tag)
+        .env("PVMTEST_INJECT", inject)
         .args(["run", "--timeout-ms", "300"])
         .arg(&f));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("BROKEN") && stdout.contains("never became ready"),
+        stdout.contains("BROKEN") && stdout.contains(needle),
         "{stdout}"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert_nothing_left("hang");
+    assert_nothing_left(tag);
+}
+
+#[test]
+fn target_that_never_gets_ready_is_broken_and_killed() {
+    injected_fault_is_broken("hang", "target_hang", "never became ready");
 }
 
 #[test]
 fn panic_in_a_case_is_broken_and_leaves_nothing() {
-    let d = scratch("panic");
-    let f = write(&d, "panic.yaml", GOOD);
-    let out = run(tagged("panic")
-        .env("PVMTEST_INJECT", "panic")
-        .arg("run")
-        .arg(&f));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("BROKEN") && stdout.contains("injected panic"),
-        "{stdout}"
-    );
-    assert_nothing_left("panic");
+    injected_fault_is_broken("panic", "panic", "injected panic");
 }
 
 #[test]

@@ -83,11 +83,6 @@ pub struct Observed {
     pub dumps: Vec<Dump>,
 }
 
-struct Files {
-    target: Vec<Option<OwnedFd>>,
-    caller: Vec<Option<OwnedFd>>,
-}
-
 fn make_file(r: &Region) -> Result<OwnedFd, String> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
     let fd = match r.kind {
@@ -427,12 +422,11 @@ fn proc_state(pid: i32) -> Option<char> {
 
 /// Runs the plan's call on the running kernel. `Err` is a setup failure (the case is broken).
 pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, String> {
-    let files = Files {
-        target: files_for(&plan.target_regions)?,
-        caller: files_for(&plan.caller_regions)?,
-    };
-    let target_fds = raw_fds(&files.target);
-    let caller_fds = raw_fds(&files.caller);
+    // The harness holds the files; children inherit the descriptors to map them.
+    let target_files = files_for(&plan.target_regions)?;
+    let caller_files = files_for(&plan.caller_regions)?;
+    let target_fds = raw_fds(&target_files);
+    let caller_fds = raw_fds(&caller_files);
 
     let mut target: Option<Child> = None;
     let mut target_pipes: Option<(OwnedFd, OwnedFd)> = None; // (up_r, down_w)
@@ -572,8 +566,8 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
 
     // File contents, read through the harness's own descriptors.
     for (regions, fds) in [
-        (&plan.target_regions, &files.target),
-        (&plan.caller_regions, &files.caller),
+        (&plan.target_regions, &target_files),
+        (&plan.caller_regions, &caller_files),
     ] {
         for (r, fd) in regions.iter().zip(fds.iter()) {
             let Some(fd) = fd else { continue };
