@@ -44,6 +44,10 @@ pub struct RequiresSpec {
     /// Kernel features probed at run time.
     #[serde(default)]
     pub features: Vec<Feature>,
+    /// The Yama LSM with exactly this `kernel.yama.ptrace_scope` (0-3). The case is skipped
+    /// at any other scope; a runner that can change the scope runs such cases in a pass of
+    /// their own (docs/CASES.md).
+    pub yama_scope: Option<u8>,
 }
 
 /// A kernel or machine feature a case may need.
@@ -62,6 +66,17 @@ pub enum Feature {
     Pidns,
     /// PID 2 is `kthreadd` (false inside a container's PID namespace).
     Kthreadd,
+    /// `memfd_secret(2)` works (5.14+; 6.1 needs `secretmem.enable=1`).
+    Secretmem,
+    /// `madvise(MADV_GUARD_INSTALL)` (6.13+).
+    GuardPages,
+    /// `mseal(2)` (6.10+, 64-bit).
+    Mseal,
+    /// Free 2 MiB huge pages in the hugetlb pool (`HugePages_Free` in /proc/meminfo).
+    Hugetlb,
+    /// The vsyscall page is not readable (`vsyscall=xonly`, the default since 5.18's
+    /// Kconfig, or `none`); with `emulate` its contents are not modelled.
+    VsyscallXonly,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +91,34 @@ pub struct TargetSpec {
     /// `prctl(PR_SET_DUMPABLE)`; default true (set again after a credential change, which
     /// would otherwise leave the target non-dumpable).
     pub dumpable: Option<bool>,
+    /// `prctl(PR_SET_PTRACER)` after the credential change: `any` (PR_SET_PTRACER_ANY) or
+    /// `harness` (the target's parent, an ancestor of the caller). Child targets only.
+    pub ptracer: Option<Ptracer>,
+    /// Which process forks the target: the harness (default; the caller is then its sibling)
+    /// or the caller (the target is then the caller's descendant). Child targets only.
+    #[serde(default)]
+    pub parent: TargetParent,
+}
+
+/// Whom a target declares as its ptracer (Yama's PR_SET_PTRACER exception).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ptracer {
+    /// `PR_SET_PTRACER_ANY`: any process may attach.
+    Any,
+    /// The harness's pid: the caller, its child, descends from it.
+    Harness,
+}
+
+/// Who forks a `child` target.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetParent {
+    /// The harness: caller and target are siblings.
+    #[default]
+    Harness,
+    /// The caller, before it changes credentials: the target is its child.
+    Caller,
 }
 
 /// Who the `pid` argument names.
@@ -185,6 +228,16 @@ pub enum RegionKind {
     MemfdShared,
     /// Anonymous, 2 MiB aligned, `MADV_HUGEPAGE`.
     Thp,
+    /// Anonymous `MAP_GROWSDOWN`: a stack-like VMA that may be expanded downwards.
+    Growsdown,
+    /// A `memfd_secret(2)` mapping (secretmem): removed from the kernel's direct map.
+    Secretmem,
+    /// Anonymous memory covered by `MADV_GUARD_INSTALL` guard markers (every access faults).
+    Guarded,
+    /// Anonymous memory sealed with `mseal(2)` after its protection is set.
+    Sealed,
+    /// `MAP_HUGETLB` anonymous memory in 2 MiB pages, 2 MiB aligned.
+    Hugetlb,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -216,6 +269,10 @@ pub struct CredSpec {
     /// Capabilities removed from the effective set only.
     #[serde(default)]
     pub drop_effective_caps: Vec<String>,
+    /// Capabilities raised in the effective set after the uid change (they must still be
+    /// permitted, e.g. with `keep_caps`).
+    #[serde(default)]
+    pub raise_caps: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,6 +35,15 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
             ));
         }
     }
+    if let Some(want) = r.yama_scope {
+        match facts.yama_scope {
+            None => return Some("needs the Yama LSM".into()),
+            Some(have) if have != want => {
+                return Some(format!("needs Yama ptrace_scope {want}, this is {have}"))
+            }
+            Some(_) => {}
+        }
+    }
     if let Some(a) = &r.arch {
         if *a != facts.arch {
             return Some(format!("needs arch {a}"));
@@ -53,6 +62,20 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
             Feature::Kthreadd => (
                 facts.kthreadd,
                 "pid 2 to be kthreadd (not in a PID namespace)",
+            ),
+            Feature::Secretmem => (
+                facts.secretmem,
+                "memfd_secret (5.14+, CONFIG_SECRETMEM; 6.1 also needs secretmem.enable=1)",
+            ),
+            Feature::GuardPages => (facts.guard_pages, "MADV_GUARD_INSTALL (6.13+)"),
+            Feature::Mseal => (facts.mseal, "mseal (6.10+)"),
+            Feature::Hugetlb => (
+                facts.hugepages_free >= plan.hugetlb_pages(),
+                "free hugetlb pages (HugePages_Free in /proc/meminfo; set vm.nr_hugepages)",
+            ),
+            Feature::VsyscallXonly => (
+                facts.vsyscall != crate::facts::Vsyscall::Emulate,
+                "vsyscall=xonly or none (this kernel emulates the vsyscall page, whose contents are not modelled)",
             ),
         };
         if !ok {
@@ -98,6 +121,11 @@ fn source_bytes(plan: &Plan, side: Side, addr: u64, len: u64, out: &mut Vec<u8>)
     } else {
         plan.regions(side).iter().collect()
     };
+    // Pages a stack expansion added read as zero (the windows are `fill: untouched`).
+    let regions: Vec<&Region> = regions
+        .into_iter()
+        .chain(plan.stack_windows.iter())
+        .collect();
     let mut a = addr;
     while a < addr + len {
         match regions.iter().find(|r| a >= r.start && a < r.end()) {

@@ -26,6 +26,45 @@ pub struct Facts {
     pub pidns: bool,
     pub kthreadd: bool,
     pub pid_max: i32,
+    /// `memfd_secret(2)` works.
+    pub secretmem: bool,
+    /// `madvise(MADV_GUARD_INSTALL)` is known.
+    pub guard_pages: bool,
+    /// `mseal(2)` exists.
+    pub mseal: bool,
+    /// `HugePages_Free` from /proc/meminfo (2 MiB pages on x86-64 by default).
+    pub hugepages_free: u64,
+    /// How the vsyscall page is mapped: from the `[vsyscall]` line of /proc/self/maps.
+    pub vsyscall: Vsyscall,
+    /// The harness's RLIMIT_STACK soft limit: the caller inherits it, and
+    /// `acct_stack_growth` compares a stack expansion made by the caller's GUP against it.
+    pub stack_rlimit: u64,
+}
+
+/// The `vsyscall=` boot mode as /proc/self/maps shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vsyscall {
+    /// `r-xp`: the page is mapped and readable.
+    Emulate,
+    /// `--xp`: a gate VMA with no page table entry behind it.
+    Xonly,
+    /// No `[vsyscall]` line.
+    None,
+}
+
+fn vsyscall_mode(maps: &str) -> Vsyscall {
+    match maps.lines().find(|l| l.ends_with("[vsyscall]")) {
+        None => Vsyscall::None,
+        Some(l)
+            if l.split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.starts_with('r')) =>
+        {
+            Vsyscall::Emulate
+        }
+        Some(_) => Vsyscall::Xonly,
+    }
 }
 
 /// Parses `5.10`, `6.12.117-cloud-amd64` or `7.3.4+deb13` into `(major, minor)`.
@@ -43,6 +82,21 @@ fn parse_release(s: &str) -> Option<(u32, u32, u32)> {
     let minor = nums.next()??;
     let patch = nums.next().flatten().unwrap_or(0);
     Some((major, minor, patch))
+}
+
+/// The running kernel's `(major, minor, patch)`. Debian's release string carries the ABI
+/// name, not the patch level (`6.1.0-50-cloud-amd64` runs 6.1.170); the real upstream version
+/// is in `uname -v` (`#1 SMP PREEMPT_DYNAMIC Debian 6.1.170-3 (2026-…)`), which is used when
+/// it names the same series.
+pub fn kernel_version(release: &str, uts_version: &str) -> (u32, u32, u32) {
+    let from_release = parse_release(release).unwrap_or((0, 0, 0));
+    let debian = uts_version
+        .split_once("Debian ")
+        .and_then(|(_, rest)| parse_release(rest.split_whitespace().next().unwrap_or("")));
+    match debian {
+        Some(d) if (d.0, d.1) == (from_release.0, from_release.1) => d,
+        _ => from_release,
+    }
 }
 
 impl Facts {
@@ -67,6 +121,12 @@ impl Facts {
             pidns: true,
             kthreadd: true,
             pid_max: 4_194_304,
+            secretmem: true,
+            guard_pages: true,
+            mseal: true,
+            hugepages_free: 64,
+            vsyscall: Vsyscall::Xonly,
+            stack_rlimit: 8 << 20,
         }
     }
 
@@ -86,7 +146,11 @@ impl Facts {
             .as_ref()
             .map(|u| u.machine().to_string_lossy().into_owned())
             .unwrap_or_default();
-        let version = parse_release(&release).unwrap_or((0, 0, 0));
+        let uts_version = uts
+            .as_ref()
+            .map(|u| u.version().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let version = kernel_version(&release, &uts_version);
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let field = |name: &str| -> Vec<u64> {
             status
@@ -163,6 +227,21 @@ impl Facts {
             pid_max: read_trim("/proc/sys/kernel/pid_max")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(4_194_304),
+            secretmem: crate::sys::secretmem_available(),
+            guard_pages: crate::sys::guard_pages_available(),
+            mseal: crate::sys::mseal_available(),
+            hugepages_free: std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0),
+            vsyscall: vsyscall_mode(
+                &std::fs::read_to_string("/proc/self/maps").unwrap_or_default(),
+            ),
+            stack_rlimit: crate::sys::stack_rlimit(),
         }
     }
 }
@@ -178,5 +257,32 @@ mod tests {
         assert_eq!(parse_release("7.3.4+deb13-cloud-amd64"), Some((7, 3, 4)));
         assert_eq!(parse_release("6.18"), Some((6, 18, 0)));
         assert_eq!(parse_version("six"), None);
+    }
+
+    #[test]
+    fn debian_patch_level_comes_from_uname_v() {
+        let v = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.170-3 (2026-01-02)";
+        assert_eq!(kernel_version("6.1.0-50-cloud-amd64", v), (6, 1, 170));
+        let v = "#1 SMP Debian 5.10.223-1 (2024-08-10)";
+        assert_eq!(kernel_version("5.10.0-32-cloud-amd64", v), (5, 10, 223));
+        assert_eq!(kernel_version("6.18.44-fc-v769", "#1 SMP"), (6, 18, 44));
+        // A backport naming another series is not trusted.
+        assert_eq!(
+            kernel_version("6.12.0-0.deb12-amd64", "#1 Debian 6.1.9-1"),
+            (6, 12, 0)
+        );
+    }
+
+    #[test]
+    fn vsyscall_modes() {
+        let line = |p: &str| {
+            format!("ffffffffff600000-ffffffffff601000 {p} 00000000 00:00 0                  [vsyscall]\n")
+        };
+        assert_eq!(vsyscall_mode(&line("--xp")), Vsyscall::Xonly);
+        assert_eq!(vsyscall_mode(&line("r-xp")), Vsyscall::Emulate);
+        assert_eq!(
+            vsyscall_mode("55d0-55d1 r-xp 0 0:0 0 /bin/x\n"),
+            Vsyscall::None
+        );
     }
 }

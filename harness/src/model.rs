@@ -7,7 +7,7 @@
 //! described, with its source, in docs/SEMANTICS.md under the same `decided_by` name.
 
 use crate::caps::{self, CapSet, Credentials};
-use crate::case::{Entry, Prot, Syscall, TargetKind};
+use crate::case::{Entry, Prot, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
 use crate::expr::{IOV_MAX, MAX_RW_COUNT, PAGE};
 use crate::facts::Facts;
 use crate::plan::{ArrayImage, Creds, Plan, Region};
@@ -46,14 +46,29 @@ pub struct Rules {
     /// `copy_iovec_from_user` reads element by element and stops at the first negative length
     /// (older kernels `copy_from_user` the whole array first, so a fault anywhere wins).
     pub native_iovec_elementwise: bool,
+    /// `__get_user_pages` looks the VMA up with `find_extend_vma`, which expands a
+    /// `VM_GROWSDOWN` VMA down to the address (mm/mmap.c `expand_downwards`). Later kernels
+    /// use `vma_lookup` / `gup_vma_lookup` and never grow a stack from GUP.
+    pub gup_expands_stack: bool,
 }
 
 impl Rules {
     pub fn for_version(v: (u32, u32, u32)) -> Rules {
         let at_least = |maj: u32, min: u32| (v.0, v.1) >= (maj, min);
+        // "mm: always expand the stack with the mmap write lock held" (8d7071af8907) and
+        // "gup: add warning if some caller would seem to want stack expansion" (a425ac5365f6),
+        // v6.5-rc1; backported to 6.1.37, 6.3.11 and 6.4.1. 6.2.y had ended (6.2.16) before
+        // them. 5.10.y (5.10.223) still calls find_extend_vma.
+        let gup_expands_stack = match (v.0, v.1) {
+            (6, 1) => v.2 < 37,
+            (6, 3) => v.2 < 11,
+            (6, 4) => v.2 < 1,
+            _ => !at_least(6, 5),
+        };
         Rules {
             ubuf_single_segment: at_least(6, 4),
             native_iovec_elementwise: at_least(6, 4),
+            gup_expands_stack,
         }
     }
 }
@@ -118,6 +133,16 @@ enum Access {
     UserWrite,
 }
 
+/// Whether `access` may touch a (backed) byte of `r`.
+fn region_allows(r: &Region, access: Access, pku: bool) -> bool {
+    // check_vma_flags: `if (vma_is_secretmem(vma)) return -EFAULT;` (5.14+). The owner's
+    // own user copies go through its page tables and work.
+    if r.kind == RegionKind::Secretmem && matches!(access, Access::PinRead | Access::PinWrite) {
+        return false;
+    }
+    prot_allows(r.prot, access, pku)
+}
+
 fn prot_allows(prot: Prot, access: Access, pku: bool) -> bool {
     let (r, w, x) = match prot {
         Prot::Rw => (true, true, false),
@@ -168,7 +193,7 @@ impl<'a> View<'a> {
         loop {
             let end = match self.area(cur) {
                 Some(Area::Region(r))
-                    if prot_allows(r.prot, access, self.pku) && cur < r.start + r.backed_len() =>
+                    if region_allows(r, access, self.pku) && cur < r.start + r.backed_len() =>
                 {
                     r.start + r.backed_len()
                 }
@@ -243,6 +268,11 @@ impl<'a> Model<'a> {
                 return format!("{}+{}", r.name, addr - r.start);
             }
         }
+        for w in &self.plan.stack_windows {
+            if addr >= w.start && addr < w.end() {
+                return format!("{}-{}", w.name, w.end() - addr);
+            }
+        }
         for &(name, at) in &self.plan.landmarks {
             if addr >= at && addr - at < PAGE {
                 return format!("{name}+{}", addr - at);
@@ -257,6 +287,9 @@ impl<'a> Model<'a> {
             crate::plan::NULL => "null".into(),
             crate::plan::KERNEL => "kernel".into(),
             crate::plan::NON_CANONICAL => "non_canonical".into(),
+            a if a >= crate::plan::VSYSCALL && a - crate::plan::VSYSCALL < PAGE => {
+                format!("vsyscall+{}", a - crate::plan::VSYSCALL)
+            }
             _ => format!("{addr:#x}"),
         }
     }
@@ -472,18 +505,27 @@ impl<'a> Model<'a> {
                 Some("target's permitted capabilities exceed the caller's".into()),
             ));
         }
-        match self.facts.yama_scope {
-            None | Some(0) => {}
-            // The caller is the target's sibling, never its ancestor, and no target declares
-            // a ptracer: scope 1 and 2 then both need CAP_SYS_PTRACE; 3 denies everything.
-            Some(1) | Some(2) if ptrace_cap => {}
-            Some(s) => {
-                return Err((
-                    libc::EPERM,
-                    "perm_yama",
-                    Some(format!("Yama ptrace_scope {s}")),
-                ))
+        // security/yama/yama_lsm.c yama_ptrace_access_check (same in 5.10 to 7.2).
+        let yama_deny = match self.facts.yama_scope {
+            None | Some(0) => None,
+            Some(1) => {
+                // task_is_descendant(current, child): only a target the caller forked.
+                let descendant = self.plan.target_parent == TargetParent::Caller;
+                // ptracer_exception_found: PR_SET_PTRACER_ANY, or a registered tracer that
+                // is the caller or one of its ancestors (the harness is the caller's parent).
+                let exception = matches!(
+                    self.plan.target_ptracer,
+                    Some(Ptracer::Any) | Some(Ptracer::Harness)
+                );
+                (!descendant && !exception && !ptrace_cap).then_some(
+                    "ptrace_scope 1: not a descendant, no ptracer exception, no CAP_SYS_PTRACE",
+                )
             }
+            Some(2) => (!ptrace_cap).then_some("ptrace_scope 2: no CAP_SYS_PTRACE"),
+            Some(_) => Some("ptrace_scope 3: no attach at all"),
+        };
+        if let Some(why) = yama_deny {
+            return Err((libc::EPERM, "perm_yama", Some(why.into())));
         }
         self.trace.push("permission: allowed".into());
         Ok(())
@@ -512,7 +554,8 @@ pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> Credentials {
         facts.creds.effective
     };
     let permitted = permitted.without(c.drop);
-    let effective = CapSet(effective.without(c.drop).without(c.drop_effective).0 & permitted.0);
+    let effective =
+        CapSet((effective.without(c.drop).without(c.drop_effective).0 | c.raise.0) & permitted.0);
     Credentials {
         ids,
         permitted,
@@ -532,16 +575,43 @@ struct LocalStream {
 pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
     let pku = facts.pku;
     let shared = plan.target_shares_caller_mm();
+    let rules = Rules::for_version(facts.version);
     let mut caller_regions: Vec<&Region> = plan.caller_regions.iter().collect();
     let mut target_regions: Vec<&Region> = plan.target_regions.iter().collect();
     if shared {
         caller_regions.extend(plan.target_regions.iter());
         target_regions.extend(plan.caller_regions.iter());
     }
+    // Stack expansion below `growsdown` regions, bounded by RLIMIT_STACK (acct_stack_growth
+    // checks the expanded size against the rlimit of `current`, the caller). A user fault
+    // expands on every kernel; GUP only where the rules say so.
+    let windows: Vec<Region> = plan
+        .stack_windows
+        .iter()
+        .filter_map(|w| {
+            let parent = plan.region(w.side, &w.name)?;
+            let low = w.start.max(parent.end().saturating_sub(facts.stack_rlimit));
+            (low < w.end()).then(|| Region {
+                start: low,
+                len: w.end() - low,
+                ..w.clone()
+            })
+        })
+        .collect();
+    for w in &windows {
+        let in_target = w.side == crate::plan::Side::Target || shared;
+        let in_caller = w.side == crate::plan::Side::Caller || shared;
+        if in_caller {
+            caller_regions.push(w);
+        }
+        if in_target && rules.gup_expands_stack {
+            target_regions.push(w);
+        }
+    }
     let mut m = Model {
         plan,
         facts,
-        rules: Rules::for_version(facts.version),
+        rules,
         caller: View {
             regions: caller_regions,
             arrays: &plan.arrays,

@@ -15,8 +15,8 @@
 
 use crate::caps::{self, CapSet, Ids};
 use crate::case::{
-    CaseFile, CredSpec, Entry, Feature, Fill, IovSpec, NumOrName, Prot, RegionKind, RegionSpec,
-    Syscall, TargetKind,
+    CaseFile, CredSpec, Entry, Feature, Fill, IovSpec, NumOrName, Prot, Ptracer, RegionKind,
+    RegionSpec, Syscall, TargetKind, TargetParent,
 };
 use crate::expr::PAGE;
 use std::fmt;
@@ -44,6 +44,10 @@ const COMPAT_TARGET_BASE: u64 = 0x4000_0000;
 const COMPAT_CALLER_BASE: u64 = 0x8000_0000;
 const COMPAT_SPAN: u64 = 0x4000_0000;
 const THP_ALIGN: u64 = 2 << 20;
+/// `stack_guard_gap` (mm/mmap.c): 256 pages unless `stack_guard_gap=` is on the command line.
+pub const STACK_GUARD_GAP: u64 = 256 * PAGE;
+/// The vsyscall page on x86-64 (`VSYSCALL_ADDR`), the only gate area.
+pub const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
 
 /// A mapped (or deliberately unmapped) range at a fixed address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +84,17 @@ impl Region {
     pub fn is_hole(&self) -> bool {
         self.kind == RegionKind::Hole
     }
+    /// The harness opens a descriptor for it (file kinds and secretmem).
+    pub fn needs_fd(&self) -> bool {
+        self.is_file() || self.kind == RegionKind::Secretmem
+    }
     /// Bytes from the start that are backed by the file (whole pages up to EOF); pages past
     /// EOF raise SIGBUS on access (mmap(2), "SIGBUS").
     pub fn backed_len(&self) -> u64 {
         match self.file_size {
             Some(fs) if self.is_file() => fs.div_ceil(PAGE).saturating_mul(PAGE).min(self.len),
-            _ if self.is_hole() => 0,
+            // Holes are unmapped; guard markers fault on every access, so nothing is readable.
+            _ if self.is_hole() || self.kind == RegionKind::Guarded => 0,
             _ => self.len,
         }
     }
@@ -126,6 +135,8 @@ pub struct Creds {
     pub keep_caps: bool,
     pub drop: CapSet,
     pub drop_effective: CapSet,
+    /// Raised in the effective set after the uid change (if still permitted).
+    pub raise: CapSet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -136,6 +147,7 @@ pub struct Requirements {
     pub max_kernel: Option<(u32, u32)>,
     pub arch: Option<String>,
     pub features: Vec<Feature>,
+    pub yama_scope: Option<u8>,
 }
 
 /// An expected result pinned by the case.
@@ -183,11 +195,18 @@ pub struct Plan {
     pub target_regions: Vec<Region>,
     pub target_creds: Option<Creds>,
     pub target_dumpable: bool,
+    pub target_ptracer: Option<Ptracer>,
+    pub target_parent: TargetParent,
     pub caller_regions: Vec<Region>,
     pub caller_creds: Option<Creds>,
     pub arrays: Vec<ArrayImage>,
     /// Named unmapped pages, for labelling addresses: `hole`/`guard` of each side.
     pub landmarks: Vec<(&'static str, u64)>,
+    /// For each `growsdown` region, the unmapped range below it into which the kernel could
+    /// expand it (`expand_downwards`): down to the previous mapping, or to `STACK_GUARD_GAP`
+    /// above it when that mapping is accessible, and not below the side's base. Named like
+    /// the region, zero-filled; the model decides whether an access may use it.
+    pub stack_windows: Vec<Region>,
     pub call: Call,
     pub expect: Option<Expect>,
 }
@@ -208,6 +227,16 @@ impl Plan {
     }
     pub fn region(&self, side: Side, name: &str) -> Option<&Region> {
         self.regions(side).iter().find(|r| r.name == name)
+    }
+    /// 2 MiB huge pages the case's hugetlb regions need.
+    pub fn hugetlb_pages(&self) -> u64 {
+        self.target_regions
+            .iter()
+            .chain(&self.caller_regions)
+            .filter(|r| r.kind == RegionKind::Hugetlb)
+            .map(|r| r.len / THP_ALIGN)
+            .sum::<u64>()
+            .max(1)
     }
 }
 
@@ -275,6 +304,8 @@ fn creds(field: &str, c: &CredSpec) -> Result<Creds, PlanError> {
             .map_err(|e| PlanError::new(format!("{field}.drop_caps"), e))?,
         drop_effective: caps::set_from_names(&c.drop_effective_caps)
             .map_err(|e| PlanError::new(format!("{field}.drop_effective_caps"), e))?,
+        raise: caps::set_from_names(&c.raise_caps)
+            .map_err(|e| PlanError::new(format!("{field}.raise_caps"), e))?,
     })
 }
 
@@ -362,8 +393,22 @@ fn lay_out(
                 }
             }
         }
-        if s.kind == RegionKind::Thp {
+        if matches!(s.kind, RegionKind::Thp | RegionKind::Hugetlb) {
             cursor = cursor.div_ceil(THP_ALIGN) * THP_ALIGN;
+        }
+        if s.kind == RegionKind::Hugetlb && len % THP_ALIGN != 0 {
+            return Err(PlanError::new(
+                format!("{f}.pages"),
+                "a hugetlb region is made of 2 MiB pages: use a multiple of 512 pages",
+            )
+            .at(&s.name));
+        }
+        if s.kind == RegionKind::Sealed && !matches!(s.prot, Prot::Rw | Prot::Ro | Prot::Rwx) {
+            return Err(PlanError::new(
+                format!("{f}.prot"),
+                "a sealed region cannot be made readable for the dump later: use rw, ro or rwx",
+            )
+            .at(&s.name));
         }
         let is_file = matches!(
             s.kind,
@@ -423,7 +468,48 @@ fn lay_out(
     Ok((out, cursor))
 }
 
-const RESERVED: &[&str] = &["null", "kernel", "non_canonical", "hole", "guard"];
+const RESERVED: &[&str] = &[
+    "null",
+    "kernel",
+    "non_canonical",
+    "hole",
+    "guard",
+    "vsyscall",
+];
+
+/// The expansion windows below a side's `growsdown` regions (see [`Plan::stack_windows`]).
+fn growth_windows(regions: &[Region], side_base: u64) -> Vec<Region> {
+    let mut out = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        if r.kind != RegionKind::Growsdown {
+            continue;
+        }
+        // expand_downwards: the previous VMA, if accessible and not itself growing down,
+        // must stay stack_guard_gap away.
+        let prev = regions[..i]
+            .iter()
+            .filter(|p| !p.is_hole() && p.end() <= r.start)
+            .max_by_key(|p| p.end());
+        let low = match prev {
+            Some(p) if p.prot != Prot::None && p.kind != RegionKind::Growsdown => {
+                p.end() + STACK_GUARD_GAP
+            }
+            Some(p) => p.end(),
+            None => side_base,
+        };
+        if low < r.start {
+            out.push(Region {
+                start: low,
+                len: r.start - low,
+                kind: RegionKind::Anon,
+                fill: Fill::Untouched,
+                file_size: None,
+                ..r.clone()
+            });
+        }
+    }
+    out
+}
 
 /// Resolves an address expression against one side's regions.
 fn resolve_addr(
@@ -443,12 +529,13 @@ fn resolve_addr(
         "non_canonical" => NON_CANONICAL,
         "hole" => hole,
         "guard" => guard,
+        "vsyscall" => VSYSCALL,
         _ => regions.iter().find(|r| r.name == name).map(|r| r.start).ok_or_else(|| {
             let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
             PlanError::new(
                 field,
                 format!(
-                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard)",
+                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall)",
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 ),
             )
@@ -585,6 +672,15 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             .transpose()?,
         arch: r.arch.clone(),
         features,
+        yama_scope: match r.yama_scope {
+            Some(n) if n > 3 => {
+                return Err(PlanError::new(
+                    "requires.yama_scope",
+                    format!("Yama's ptrace_scope is 0, 1, 2 or 3, not {n}"),
+                ))
+            }
+            other => other,
+        },
     };
 
     let (target_regions, tguard) = lay_out(
@@ -603,6 +699,8 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     )?;
     let (thole, _) = side_bases(entry, Side::Target);
     let (chole, _) = side_bases(entry, Side::Caller);
+    let mut stack_windows = growth_windows(&target_regions, thole);
+    stack_windows.extend(growth_windows(&caller_regions, chole));
 
     let call = &case.call;
     let (local, local_groups) =
@@ -705,6 +803,42 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             "a self/thread/clone_vm target shares the caller's mm; drop this field",
         ));
     }
+    if target_kind != TargetKind::Child
+        && (case.target.ptracer.is_some() || case.target.parent != TargetParent::Harness)
+    {
+        return Err(PlanError::new(
+            "target",
+            "`ptracer` and `parent` apply to a `child` target only",
+        ));
+    }
+    if case.target.ptracer.is_some()
+        && requires.yama_scope.is_none()
+        && !requires.features.contains(&Feature::Yama)
+    {
+        return Err(PlanError::new(
+            "target.ptracer",
+            "PR_SET_PTRACER needs Yama: add `yama_scope: N` or `features: [yama]`",
+        ));
+    }
+    for (kind, feature, what) in [
+        (RegionKind::Secretmem, Feature::Secretmem, "secretmem"),
+        (RegionKind::Guarded, Feature::GuardPages, "guard_pages"),
+        (RegionKind::Sealed, Feature::Mseal, "mseal"),
+        (RegionKind::Hugetlb, Feature::Hugetlb, "hugetlb"),
+    ] {
+        let used = case
+            .target
+            .regions
+            .iter()
+            .chain(&case.caller.regions)
+            .any(|r| r.kind == kind);
+        if used && !requires.features.contains(&feature) {
+            return Err(PlanError::new(
+                "requires.features",
+                format!("a {what} region needs `features: [{what}]`"),
+            ));
+        }
+    }
     if target_kind == TargetKind::Kthread && !requires.features.contains(&Feature::Kthreadd) {
         return Err(PlanError::new(
             "requires.features",
@@ -798,6 +932,8 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         target_regions,
         target_creds,
         target_dumpable: case.target.dumpable.unwrap_or(true),
+        target_ptracer: case.target.ptracer,
+        target_parent: case.target.parent,
         caller_regions,
         caller_creds,
         arrays,
@@ -807,6 +943,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             ("caller hole", chole),
             ("caller guard", cguard),
         ],
+        stack_windows,
         call: Call {
             syscall: call.syscall,
             entry,

@@ -134,6 +134,7 @@ pub fn json_result(r: &CaseResult) -> serde_json::Value {
         "expected": r.prediction.as_ref().map(|p| p.result_string()),
         "observed": r.observed.map(result_string),
         "decided_by": r.prediction.as_ref().map(|p| p.decided_by),
+        "detail": r.prediction.as_ref().and_then(|p| p.detail.clone()),
         "call": render_call(&r.plan),
         "duration_us": r.duration.as_micros() as u64,
         "event": {

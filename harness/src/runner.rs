@@ -304,6 +304,18 @@ pub fn render_call(plan: &Plan) -> String {
 /// independent: each forks its own target and caller and touches nothing in this process's
 /// address space, so they can overlap.
 pub fn run_all(plans: &[Plan], facts: &Facts, opts: &Options, jobs: usize) -> Vec<CaseResult> {
+    run_all_with(plans, facts, opts, jobs, &|_| {})
+}
+
+/// [`run_all`], calling `done` with each result as soon as it exists (in completion order),
+/// so a caller can stream progress.
+pub fn run_all_with(
+    plans: &[Plan],
+    facts: &Facts,
+    opts: &Options,
+    jobs: usize,
+    done: &(dyn Fn(&CaseResult) + Sync),
+) -> Vec<CaseResult> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -314,6 +326,7 @@ pub fn run_all(plans: &[Plan], facts: &Facts, opts: &Options, jobs: usize) -> Ve
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(plan) = plans.get(i) else { break };
                 let r = run_case(plan, facts, opts);
+                done(&r);
                 *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
         }

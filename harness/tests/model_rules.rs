@@ -337,3 +337,157 @@ fn bare_yaml_null_is_the_null_pointer() {
     ));
     assert_err(&p, libc::EFAULT, "remote_fault");
 }
+
+const V510: (u32, u32, u32) = (5, 10, 223);
+
+fn stack_case(extra: &str, syscall: &str, base: &str, len: u64) -> String {
+    format!("description: t\ntarget:\n  regions:\n{extra}    - {{name: stack, pages: 4, at: 512, kind: growsdown}}\ncaller:\n  regions:\n    - {{name: buf, pages: 2}}\ncall:\n  syscall: {syscall}\n  local: [{{base: buf, len: {len}}}]\n  remote: [{{base: {base}, len: {len}}}]\n")
+}
+
+/// SEMANTICS "Version differences" row 8: GUP grows a VM_GROWSDOWN vma (find_extend_vma)
+/// before 6.5 / 6.1.37; afterwards vma_lookup / gup_vma_lookup never do.
+#[test]
+fn gup_stack_growth_is_version_gated() {
+    let y = stack_case("", "readv", "stack-4096", 4096);
+    assert_ok(&model_on(V510, &y, |_| {}), 4096, "complete");
+    assert_ok(&model_on((6, 1, 36), &y, |_| {}), 4096, "complete");
+    assert_err(
+        &model_on((6, 1, 37), &y, |_| {}),
+        libc::EFAULT,
+        "remote_fault",
+    );
+    assert_err(&model_on(V612, &y, |_| {}), libc::EFAULT, "remote_fault");
+    assert_err(
+        &model_on((7, 2, 13), &y, |_| {}),
+        libc::EFAULT,
+        "remote_fault",
+    );
+    // Straddling the start: zeros, then the stack's own bytes.
+    let y = stack_case("", "readv", "stack-100", 200);
+    let p = model_on(V510, &y, |_| {});
+    assert_ok(&p, 200, "complete");
+    assert_err(&model_on(V612, &y, |_| {}), libc::EFAULT, "remote_fault");
+    // Writes grow it too.
+    let y = stack_case("", "writev", "stack-4096", 4096);
+    assert_ok(&model_on(V510, &y, |_| {}), 4096, "complete");
+}
+
+#[test]
+fn stack_growth_respects_guard_gap_and_rlimit() {
+    // An accessible neighbour within stack_guard_gap: expand_downwards refuses.
+    let y = stack_case(
+        "    - {name: low, pages: 1, at: 300}\n",
+        "readv",
+        "stack-4096",
+        4096,
+    );
+    assert_err(&model_on(V510, &y, |_| {}), libc::EFAULT, "remote_fault");
+    // A PROT_NONE neighbour is not "accessible": no gap enforced.
+    let y = stack_case(
+        "    - {name: low, pages: 1, at: 508, prot: none}\n",
+        "readv",
+        "stack-4096",
+        4096,
+    );
+    assert_ok(&model_on(V510, &y, |_| {}), 4096, "complete");
+    // acct_stack_growth: the grown size may not exceed the caller's RLIMIT_STACK.
+    let y = stack_case("", "readv", "stack-4096", 4096);
+    assert_err(
+        &model_on(V510, &y, |f| f.stack_rlimit = 4 * 4096),
+        libc::EFAULT,
+        "remote_fault",
+    );
+    assert_ok(
+        &model_on(V510, &y, |f| f.stack_rlimit = 5 * 4096),
+        4096,
+        "complete",
+    );
+}
+
+#[test]
+fn secretmem_refused_remotely_but_not_locally() {
+    let t = "description: t\nrequires: {features: [secretmem]}\ntarget:\n  regions:\n    - {name: data, pages: 1}\n    - {name: sec, pages: 1, kind: secretmem}\ncaller:\n  regions:\n    - {name: buf, pages: 2}\n    - {name: lsec, pages: 1, kind: secretmem}\ncall:\n";
+    let p = model(&format!("{t}  syscall: readv\n  local: [{{base: buf, len: 2*page}}]\n  remote: [{{base: data+100, len: 2*page}}]\n"));
+    assert_ok(&p, 3996, "remote_fault");
+    let p = model(&format!("{t}  syscall: writev\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: sec, len: 8}}]\n"));
+    assert_err(&p, libc::EFAULT, "remote_fault");
+    let p = model(&format!("{t}  syscall: readv\n  local: [{{base: lsec, len: 8}}]\n  remote: [{{base: data, len: 8}}]\n"));
+    assert_ok(&p, 8, "complete");
+}
+
+#[test]
+fn guard_markers_fault_everything_and_mseal_changes_nothing() {
+    let t = "description: t\nrequires: {features: [guard_pages, mseal]}\ntarget:\n  regions:\n    - {name: g, pages: 1, kind: guarded}\n    - {name: s, pages: 1, kind: sealed}\ncaller:\n  regions:\n    - {name: buf, pages: 1}\n    - {name: lg, pages: 1, kind: guarded}\ncall:\n";
+    for sys in ["readv", "writev"] {
+        let p = model(&format!("{t}  syscall: {sys}\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: g, len: 8}}]\n"));
+        assert_err(&p, libc::EFAULT, "remote_fault");
+        let p = model(&format!("{t}  syscall: {sys}\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: s, len: 8}}]\n"));
+        assert_ok(&p, 8, "complete");
+    }
+    let p = model(&format!("{t}  syscall: readv\n  local: [{{base: buf+4090, len: 100}}]\n  remote: [{{base: s, len: 100}}]\n"));
+    assert_ok(&p, 6, "local_fault");
+}
+
+/// Every case under cases/yama/ pins what yama_ptrace_access_check decides at its scope.
+#[test]
+fn yama_case_pins_hold_at_their_scope() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases/yama");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let plan = pvmtest::runner::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let scope = plan
+            .requires
+            .yama_scope
+            .expect("yama cases declare a scope");
+        for v in [V510, V61, V612, (7, 2, 13)] {
+            let mut facts = Facts::example(v);
+            facts.yama_scope = Some(scope);
+            let p = predict(&plan, &facts);
+            pvmtest::check::check_pin(&plan, &p)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        n += 1;
+    }
+    assert_eq!(n, 28);
+}
+
+#[test]
+fn yama_scope_one_exceptions() {
+    let unpriv = "  creds: {uid: 1000}\n";
+    for (target, ok) in [
+        ("  creds: {uid: 1000}\n", false),
+        ("  creds: {uid: 1000}\n  parent: caller\n", true),
+        ("  creds: {uid: 1000}\n  ptracer: any\n", true),
+        ("  creds: {uid: 1000}\n  ptracer: harness\n", true),
+    ] {
+        let y = perm_case(target, unpriv).replace(
+            "description: t\n",
+            "description: t\nrequires: {features: [yama]}\n",
+        );
+        let p = model_on(V612, &y, |f| f.yama_scope = Some(1));
+        if ok {
+            assert_ok(&p, 8, "complete");
+        } else {
+            assert_err(&p, libc::EPERM, "perm_yama");
+        }
+        // Scope 2 ignores relationships.
+        let p = model_on(V612, &y, |f| f.yama_scope = Some(2));
+        assert_err(&p, libc::EPERM, "perm_yama");
+    }
+    // A non-root caller with CAP_SYS_PTRACE raised in its effective set passes scope 2.
+    let y = perm_case(
+        "  creds: {uid: 2000}\n",
+        "  creds: {uid: 1000, keep_caps: true, raise_caps: [CAP_SYS_PTRACE]}\n",
+    );
+    assert_ok(
+        &model_on(V612, &y, |f| f.yama_scope = Some(2)),
+        8,
+        "complete",
+    );
+    assert_err(
+        &model_on(V612, &y, |f| f.yama_scope = Some(3)),
+        libc::EPERM,
+        "perm_yama",
+    );
+}

@@ -44,10 +44,21 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             continue;
         }
         let (flags, fd) = match r.kind {
-            RegionKind::Anon | RegionKind::Thp => (
+            RegionKind::Anon | RegionKind::Thp | RegionKind::Guarded | RegionKind::Sealed => (
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
             ),
+            RegionKind::Growsdown => (
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN,
+                -1,
+            ),
+            // Reserved at mmap time (no MAP_NORESERVE): a short pool fails here, not later
+            // with SIGBUS while filling.
+            RegionKind::Hugetlb => (
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+                -1,
+            ),
+            RegionKind::Secretmem => (libc::MAP_SHARED, fds[i].unwrap_or(-1)),
             RegionKind::FilePrivate | RegionKind::MemfdPrivate => {
                 (libc::MAP_PRIVATE, fds[i].unwrap_or(-1))
             }
@@ -86,6 +97,20 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             // SAFETY: changes protection of a range this process just mapped.
             if unsafe { libc::mprotect(p, r.len as usize, prot_bits(r.prot)) } != 0 {
                 return Err((errno(), "mprotect"));
+            }
+        }
+        if r.kind == RegionKind::Guarded {
+            // SAFETY: installs guard markers in a range this process just mapped and never
+            // touches again (the dump skips guarded regions).
+            if unsafe { libc::madvise(p, r.len as usize, crate::sys::MADV_GUARD_INSTALL) } != 0 {
+                return Err((errno(), "madvise(MADV_GUARD_INSTALL)"));
+            }
+        }
+        if r.kind == RegionKind::Sealed {
+            // SAFETY: seals a range this process just mapped; its protection is final
+            // (plan validation keeps sealed regions readable for the dump).
+            if unsafe { libc::syscall(crate::sys::NR_MSEAL, p, r.len as usize, 0usize) } != 0 {
+                return Err((errno(), "mseal"));
             }
         }
     }

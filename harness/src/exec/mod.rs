@@ -16,7 +16,7 @@
 pub mod layout;
 pub mod proc;
 
-use crate::case::{Entry, RegionKind, Syscall, TargetKind};
+use crate::case::{Entry, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
 use crate::facts::Facts;
 use crate::plan::{Plan, Region, Side};
 use proc::Child;
@@ -85,6 +85,13 @@ pub struct Observed {
 
 fn make_file(r: &Region) -> Result<OwnedFd, String> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
+    if r.kind == RegionKind::Secretmem {
+        // Secretmem has no read/write: size it here; the layout fills it through the mapping.
+        let fd = crate::sys::memfd_secret()
+            .map_err(|e| format!("memfd_secret: {}", crate::errno::name(e)))?;
+        nix::unistd::ftruncate(&fd, r.len as i64).map_err(|e| format!("ftruncate: {e}"))?;
+        return Ok(fd);
+    }
     let fd = match r.kind {
         RegionKind::MemfdPrivate | RegionKind::MemfdShared => {
             memfd_create(c"pvmtest-region", MFdFlags::empty())
@@ -125,7 +132,7 @@ fn files_for(regions: &[Region]) -> Result<Vec<Option<OwnedFd>>, String> {
     regions
         .iter()
         .map(|r| {
-            if r.is_file() {
+            if r.needs_fd() {
                 make_file(r).map(Some)
             } else {
                 Ok(None)
@@ -261,11 +268,15 @@ fn spawn_raw(
     Ok(tid)
 }
 
-/// What a zombie-leader's surviving thread needs: it reports ready and serves dumps.
+/// What a target needs to report and serve dumps (also a zombie-leader's surviving thread).
+#[derive(Clone, Copy)]
 struct ServeCtx<'a> {
     regions: &'a [Region],
     up: RawFd,
     down: RawFd,
+    /// Where `R pid` / `E …` goes: `up`, or a pipe to the caller when the caller forked the
+    /// target (`parent: caller`).
+    ready: RawFd,
 }
 
 extern "C" fn serving_thread(arg: *mut libc::c_void) -> libc::c_int {
@@ -273,7 +284,7 @@ extern "C" fn serving_thread(arg: *mut libc::c_void) -> libc::c_int {
     // process's copy of the parent's memory for the whole life of the process.
     let ctx = unsafe { &*(arg as *const ServeCtx<'_>) };
     // SAFETY: gettid has no preconditions.
-    send_ready(ctx.up, unsafe { libc::gettid() });
+    send_ready(ctx.ready, unsafe { libc::gettid() });
     serve(ctx.regions, ctx.up, ctx.down)
 }
 
@@ -299,16 +310,29 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
             // A credential change resets dumpable to suid_dumpable; set what the case asked.
             crate::sys::creds::set_dumpable(plan.target_dumpable)?;
         }
+        if plan.target_creds.is_some() {
+            // A credential change clears PR_SET_PDEATHSIG (prctl(2)); arm it again so a
+            // target forked by the caller still dies with it.
+            crate::sys::creds::rearm_pdeathsig()?;
+        }
+        if let Some(p) = plan.target_ptracer {
+            let tracer = match p {
+                Ptracer::Any => libc::PR_SET_PTRACER_ANY,
+                // SAFETY: getppid has no preconditions.
+                Ptracer::Harness => (unsafe { libc::getppid() }) as libc::c_ulong,
+            };
+            crate::sys::creds::set_ptracer(tracer)?;
+        }
         Ok(())
     };
     if let Err(e) = setup() {
-        return send_error(ctx.up, e);
+        return send_error(ctx.ready, e);
     }
     match plan.target_kind {
         TargetKind::ZombieLeader | TargetKind::ZombieLeaderThread => {
             let arg = ctx as *const ServeCtx<'_> as *mut libc::c_void;
             if let Err(e) = spawn_raw(serving_thread, THREAD_FLAGS, arg) {
-                return send_error(ctx.up, e);
+                return send_error(ctx.ready, e);
             }
             // Only this thread exits; the group lives on in the serving thread.
             // SAFETY: SYS_exit ends the calling thread only.
@@ -317,7 +341,7 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
         }
         _ => {
             // SAFETY: getpid has no preconditions.
-            send_ready(ctx.up, unsafe { libc::getpid() });
+            send_ready(ctx.ready, unsafe { libc::getpid() });
             serve(&plan.target_regions, ctx.up, ctx.down)
         }
     }
@@ -331,13 +355,89 @@ struct CallerCtx<'a> {
     target_fds: Vec<Option<RawFd>>,
     up: RawFd,
     inject: Inject,
+    /// Set when the caller forks the target itself (`parent: caller`).
+    own_target: Option<ServeCtx<'a>>,
+    /// The harness's ends of that target's pipes: the caller closes its inherited copies so
+    /// the target sees EOF (and exits) when the harness closes them.
+    harness_ends: [RawFd; 2],
+}
+
+/// Forks the target as the caller's child and waits for it to report; its pid, or the raw
+/// error message it sent (forwarded to the harness as the caller's own).
+fn fork_own_target(c: &CallerCtx<'_>, ctx: ServeCtx<'_>) -> Result<(Child, i32), [u8; 9]> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two descriptors into a local array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(error_message(nix::errno::Errno::last_raw()));
+    }
+    let ctx = ServeCtx {
+        ready: fds[1],
+        ..ctx
+    };
+    let child = match proc::fork_child(b"pvmtest-target\0", || {
+        target_main(c.plan, &c.target_fds, &ctx, c.inject)
+    }) {
+        Ok(ch) => ch,
+        Err(e) => return Err(error_message(e.raw_os_error().unwrap_or(0))),
+    };
+    // SAFETY: closes our copy of the write end so a dead target reads as EOF.
+    unsafe { libc::close(fds[1]) };
+    let mut m = [0u8; 9];
+    let mut got = 0;
+    while got < m.len() {
+        // SAFETY: reads at most the rest of `m`.
+        let n = unsafe { libc::read(fds[0], m[got..].as_mut_ptr().cast(), m.len() - got) };
+        if n <= 0 {
+            if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return Err(error_message(libc::ECHILD));
+        }
+        got += n as usize;
+    }
+    if m[0] != b'R' {
+        return Err(m);
+    }
+    let pid = child.pid;
+    Ok((child, pid))
+}
+
+/// The head of an `E` message with no step text (`E errno 0`).
+fn error_message(errno: i32) -> [u8; 9] {
+    let mut m = [0u8; 9];
+    m[0] = b'E';
+    m[1..5].copy_from_slice(&errno.to_le_bytes());
+    m
 }
 
 fn caller_main(c: &CallerCtx<'_>) -> i32 {
     let plan = c.plan;
-    let setup = || -> Result<i32, (i32, &'static str)> {
+    let mut own_target: Option<Child> = None;
+    if c.own_target.is_some() {
+        for fd in c.harness_ends {
+            // SAFETY: closes this process's inherited copy of a pipe end it never uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+    let mut setup = || -> Result<i32, (i32, &'static str)> {
         layout::build(&plan.caller_regions, &c.caller_fds)?;
         layout::build_arrays(&plan.arrays)?;
+        if let Some(ctx) = c.own_target {
+            // Before the caller changes credentials: the target sets its own.
+            match fork_own_target(c, ctx) {
+                Ok((child, pid)) => {
+                    own_target = Some(child);
+                    if let Some(cr) = &plan.caller_creds {
+                        crate::sys::creds::apply(cr)?;
+                    }
+                    return Ok(pid);
+                }
+                Err(m) => {
+                    proc::write_all_raw(c.up, &m);
+                    return Err((0, ""));
+                }
+            }
+        }
         let pid = match plan.target_kind {
             TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => {
                 layout::build(&plan.target_regions, &c.target_fds)?;
@@ -365,6 +465,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
     };
     let pid = match setup() {
         Ok(v) => v,
+        Err((0, "")) => return 3, // the target's own error was forwarded
         Err(e) => return send_error(c.up, e),
     };
     send_ready(c.up, pid);
@@ -389,6 +490,11 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
     layout::dump(&plan.caller_regions, c.up);
     if plan.target_shares_caller_mm() {
         layout::dump(&plan.target_regions, c.up);
+    }
+    if let Some(t) = own_target {
+        // The target dies with us (PR_SET_PDEATHSIG): stay until the harness has its dump
+        // and closes its pipes, or kills us.
+        t.reap();
     }
     0
 }
@@ -430,7 +536,16 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
 
     let mut target: Option<Child> = None;
     let mut target_pipes: Option<(OwnedFd, OwnedFd)> = None; // (up_r, down_w)
+                                                             // The target's ends when the caller forks the target (`parent: caller`): (up_w, down_r).
+    let mut own_pipes: Option<(OwnedFd, OwnedFd)> = None;
     let target_pid: i32 = match plan.target_kind {
+        TargetKind::Child if plan.target_parent == TargetParent::Caller => {
+            let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+            let (down_r, down_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+            target_pipes = Some((up_r, down_w));
+            own_pipes = Some((up_w, down_r));
+            0
+        }
         TargetKind::Child
         | TargetKind::ZombieLeader
         | TargetKind::ZombieLeaderThread
@@ -441,6 +556,7 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
                 regions: &plan.target_regions,
                 up: up_w.as_raw_fd(),
                 down: down_r.as_raw_fd(),
+                ready: up_w.as_raw_fd(),
             };
             let flags = if plan.target_kind == TargetKind::PidnsChild {
                 libc::CLONE_NEWPID as libc::c_ulong
@@ -518,10 +634,20 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         target_fds: target_fds.clone(),
         up: up_w.as_raw_fd(),
         inject: opts.inject,
+        own_target: own_pipes.as_ref().map(|(up, down)| ServeCtx {
+            regions: &plan.target_regions,
+            up: up.as_raw_fd(),
+            down: down.as_raw_fd(),
+            ready: up.as_raw_fd(),
+        }),
+        harness_ends: target_pipes
+            .as_ref()
+            .map_or([-1, -1], |(up, down)| [up.as_raw_fd(), down.as_raw_fd()]),
     };
     let caller = proc::fork_child(b"pvmtest-caller\0", || caller_main(&ctx))
         .map_err(|e| format!("forking the caller: {e}"))?;
     drop(up_w);
+    drop(own_pipes);
     let deadline = Instant::now() + opts.timeout;
     let timed = |e: String| {
         if e.contains("timed out") {
@@ -545,7 +671,6 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     if plan.target_shares_caller_mm() {
         read_dumps(&up_r, &plan.target_regions, deadline, "caller", &mut dumps)?;
     }
-    drop(caller);
 
     if let Some((up, down)) = &target_pipes {
         if plan.target_kind != TargetKind::ZombieLeader {
@@ -563,6 +688,13 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     }
     drop(target_pipes);
     drop(target);
+    // After the target's dump. A target the caller forked exits on the EOF above and the
+    // caller reaps it and exits; wait for that rather than kill the caller first (its orphaned
+    // target would then be reaped by init, not by anyone here).
+    if plan.target_parent == TargetParent::Caller {
+        caller.wait_zombie(opts.timeout);
+    }
+    drop(caller);
 
     // File contents, read through the harness's own descriptors.
     for (regions, fds) in [
@@ -570,7 +702,9 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         (&plan.caller_regions, &caller_files),
     ] {
         for (r, fd) in regions.iter().zip(fds.iter()) {
-            let Some(fd) = fd else { continue };
+            let Some(fd) = fd.as_ref().filter(|_| r.is_file()) else {
+                continue;
+            };
             let mut buf = vec![0u8; r.file_size.unwrap_or(0) as usize];
             let n = nix::sys::uio::pread(fd, &mut buf, 0).map_err(|e| format!("pread: {e}"))?;
             buf.truncate(n);

@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 const SLOTS: usize = 256;
 static LIVE: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 
+/// Puts a process started elsewhere (QEMU, by std::process::Command) under the signal
+/// handler's care: SIGINT/SIGTERM/SIGHUP kill and reap it too.
+pub fn track(pid: i32) {
+    register(pid)
+}
+
+/// Undoes [`track`] once the process has been reaped.
+pub fn untrack(pid: i32) {
+    unregister(pid)
+}
+
 fn register(pid: i32) {
     for s in &LIVE {
         if s.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
@@ -295,5 +306,36 @@ pub fn read_byte_raw(fd: i32) -> Option<u8> {
             continue;
         }
         return None;
+    }
+}
+
+/// For PID 1 in a VM guest: reaps every process that dies (orphans are re-parented to us and
+/// nobody else would) until `main` exits; returns `main`'s wait status.
+pub fn reap_all_until(main: Child) -> Option<i32> {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out buffer for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on any child with WNOWAIT only reports; `info` is valid.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::__WALL,
+            )
+        };
+        if r != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
+        }
+        // SAFETY: si_pid is valid to read after a successful waitid.
+        let pid = unsafe { info.si_pid() };
+        if pid == main.pid {
+            return main.reap();
+        }
+        // SAFETY: reaps the zombie waitid just reported, which is our child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
     }
 }

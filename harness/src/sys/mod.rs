@@ -144,3 +144,70 @@ pub fn compat_available() -> bool {
 pub fn memfd_available() -> bool {
     nix::sys::memfd::memfd_create(c"pvmtest-probe", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).is_ok()
 }
+
+/// `memfd_secret(2)` on x86-64 (not yet in every libc crate release).
+pub const NR_MEMFD_SECRET: libc::c_long = 447;
+/// `mseal(2)`.
+pub const NR_MSEAL: libc::c_long = 462;
+/// `MADV_GUARD_INSTALL` (uapi asm-generic/mman-common.h, 6.13).
+pub const MADV_GUARD_INSTALL: i32 = 102;
+
+/// A new secretmem descriptor, or the errno (ENOSYS without CONFIG_SECRETMEM or when
+/// `secretmem.enable` is off).
+pub fn memfd_secret() -> Result<std::os::fd::OwnedFd, i32> {
+    // SAFETY: memfd_secret takes one integer flag and returns a new descriptor we own.
+    let fd = unsafe { libc::syscall(NR_MEMFD_SECRET, libc::O_CLOEXEC as libc::c_long) };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last_raw());
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Whether memfd_secret(2) works.
+pub fn secretmem_available() -> bool {
+    memfd_secret().is_ok()
+}
+
+/// Whether mseal(2) exists: an empty range is accepted without touching any mapping
+/// (mm/mseal.c `do_mseal`: `end == start` returns 0).
+pub fn mseal_available() -> bool {
+    // SAFETY: a zero-length seal changes nothing.
+    unsafe { libc::syscall(NR_MSEAL, 0usize, 0usize, 0usize) == 0 }
+}
+
+/// Whether madvise(MADV_GUARD_INSTALL) is known (older kernels return EINVAL for unknown
+/// advice). Tried on a scratch page of our own that is unmapped again straight away.
+pub fn guard_pages_available() -> bool {
+    // SAFETY: a fresh private anonymous page at a kernel-chosen address; only this function
+    // uses it, and it is unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let ok = libc::madvise(p, 4096, MADV_GUARD_INSTALL) == 0;
+        libc::munmap(p, 4096);
+        ok
+    }
+}
+
+/// The soft RLIMIT_STACK of this process (`u64::MAX` for unlimited).
+pub fn stack_rlimit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit into a local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut r) } != 0 {
+        return 8 << 20;
+    }
+    r.rlim_cur
+}

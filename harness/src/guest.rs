@@ -1,0 +1,350 @@
+//! The harness as `/init` of a kernel-matrix VM.
+//!
+//! kernel-matrix boots a kernel with an initramfs whose `/init` is a static build of this
+//! binary and whose [`CONFIG_PATH`] says what to do. As PID 1 we mount what a fresh initramfs
+//! lacks (devtmpfs is not auto-mounted there), fork one worker for the task, reap every orphan
+//! until the worker is gone (nothing else would), report on the control port and power off.
+//!
+//! Serial ports (8250, built into every kernel we boot):
+//! - ttyS0: the console, kept by the host as the boot log;
+//! - ttyS1: data — `@@PVMTEST` lines in run mode, the program's stdout in exec mode;
+//! - ttyS2: the program's stderr in exec mode;
+//! - ttyS3: control — one `@@PVMTEST exit N` line when the task is over.
+//!
+//! Facts are read inside the guest like anywhere else ([`Facts::detect`]); nothing about
+//! Debian's configuration is assumed.
+
+use crate::exec::Options;
+use crate::facts::Facts;
+use crate::runner::{self, CaseResult};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the host puts the [`GuestConfig`] inside the initramfs.
+pub const CONFIG_PATH: &str = "/pvmtest/guest.json";
+/// The prefix of every protocol line on the data and control ports.
+pub const TAG: &str = "@@PVMTEST";
+
+/// What the guest is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    pub task: Task,
+    /// 2 MiB huge pages to reserve (`vm.nr_hugepages`) before the task, so hugetlb cases can
+    /// run; 0 leaves the kernel's setting alone.
+    #[serde(default)]
+    pub hugepages: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Task {
+    /// Run case files and stream one `@@PVMTEST result {json}` line per case.
+    Run {
+        paths: Vec<String>,
+        jobs: usize,
+        timeout_ms: u64,
+    },
+    /// Run a program (a cargo test binary, say) with stdout on ttyS1 and stderr on ttyS2.
+    Exec {
+        argv: Vec<String>,
+        cwd: String,
+        env: Vec<(String, String)>,
+    },
+}
+
+/// A line on the data port, as the host parses it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Facts(serde_json::Value),
+    Result(serde_json::Value),
+    /// Cases loaded, so the host can size a progress bar.
+    Total(usize),
+    /// On the control port: /init is running and set up (the end of "boot").
+    Up,
+    Exit(i32),
+}
+
+impl Line {
+    pub fn render(&self) -> String {
+        match self {
+            Line::Facts(v) => format!("{TAG} facts {v}\n"),
+            Line::Result(v) => format!("{TAG} result {v}\n"),
+            Line::Total(n) => format!("{TAG} total {n}\n"),
+            Line::Up => format!("{TAG} up\n"),
+            Line::Exit(c) => format!("{TAG} exit {c}\n"),
+        }
+    }
+
+    /// Parses one line; `None` for anything that is not a protocol line (console noise).
+    pub fn parse(line: &str) -> Option<Line> {
+        let rest = line.trim_end_matches(['\r', '\n']).strip_prefix(TAG)?;
+        let rest = rest.strip_prefix(' ')?;
+        if rest == "up" {
+            return Some(Line::Up);
+        }
+        let (kind, body) = rest.split_once(' ')?;
+        match kind {
+            "facts" => serde_json::from_str(body).ok().map(Line::Facts),
+            "result" => serde_json::from_str(body).ok().map(Line::Result),
+            "total" => body.trim().parse().ok().map(Line::Total),
+            "exit" => body.trim().parse().ok().map(Line::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// True when this process is the first one a kernel started from an initramfs.
+pub fn is_init() -> bool {
+    std::process::id() == 1
+}
+
+/// PID 1's whole life. Never returns: the VM powers off.
+pub fn init_main() -> ! {
+    let control = |l: Line| {
+        if let Ok(mut ctl) = std::fs::OpenOptions::new().write(true).open("/dev/ttyS3") {
+            let _ = ctl.write_all(l.render().as_bytes());
+            let _ = ctl.flush();
+        }
+    };
+    let code = match setup() {
+        Ok(cfg) => {
+            control(Line::Up);
+            supervise(cfg)
+        }
+        Err(e) => {
+            console(&format!("pvmtest guest: setup failed: {e}"));
+            125
+        }
+    };
+    control(Line::Exit(code));
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // reboot(2) only returns on failure; PID 1 must not exit (that panics the kernel,
+    // which the host would also report, but less clearly).
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn console(msg: &str) {
+    if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
+        let _ = writeln!(c, "{msg}");
+    }
+}
+
+fn setup() -> Result<GuestConfig, String> {
+    use nix::mount::{mount, MsFlags};
+    let mnt = |src: &str, dir: &str, fstype: &str| -> Result<(), String> {
+        let _ = std::fs::create_dir_all(dir);
+        mount(Some(src), dir, Some(fstype), MsFlags::empty(), None::<&str>)
+            .map_err(|e| format!("mount {fstype} on {dir}: {e}"))
+    };
+    mnt("proc", "/proc", "proc")?;
+    mnt("sysfs", "/sys", "sysfs")?;
+    mnt("devtmpfs", "/dev", "devtmpfs")?;
+    mnt("tmpfs", "/tmp", "tmpfs")?;
+    mnt("tmpfs", "/dev/shm", "tmpfs")?;
+    for port in ["/dev/ttyS1", "/dev/ttyS2", "/dev/ttyS3"] {
+        raw_tty(port)?;
+    }
+    let text = std::fs::read_to_string(CONFIG_PATH).map_err(|e| format!("{CONFIG_PATH}: {e}"))?;
+    let cfg: GuestConfig =
+        serde_json::from_str(&text).map_err(|e| format!("{CONFIG_PATH}: {e}"))?;
+    if cfg.hugepages > 0 {
+        // Best effort: a kernel without hugetlbfs has no such file, and its hugetlb cases
+        // skip on the probe.
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", cfg.hugepages.to_string());
+    }
+    Ok(cfg)
+}
+
+/// A serial port in raw mode, so bytes pass unchanged (no `\n` → `\r\n`, no echo).
+fn raw_tty(path: &str) -> Result<(), String> {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let mut t = tcgetattr(&f).map_err(|e| format!("{path}: tcgetattr: {e}"))?;
+    cfmakeraw(&mut t);
+    tcsetattr(&f, SetArg::TCSANOW, &t).map_err(|e| format!("{path}: tcsetattr: {e}"))
+}
+
+/// Forks the worker and reaps everything until it exits; returns its exit status.
+fn supervise(cfg: GuestConfig) -> i32 {
+    let worker = crate::exec::proc::fork_child(b"pvmtest-guest\0", move || match &cfg.task {
+        Task::Run {
+            paths,
+            jobs,
+            timeout_ms,
+        } => run_task(paths, *jobs, *timeout_ms),
+        Task::Exec { argv, cwd, env } => exec_task(argv, cwd, env),
+    });
+    match worker {
+        Err(e) => {
+            console(&format!("pvmtest guest: fork: {e}"));
+            125
+        }
+        Ok(w) => match crate::exec::proc::reap_all_until(w) {
+            Some(st) if libc::WIFEXITED(st) => libc::WEXITSTATUS(st),
+            Some(st) if libc::WIFSIGNALED(st) => {
+                console(&format!(
+                    "pvmtest guest: worker killed by signal {}",
+                    libc::WTERMSIG(st)
+                ));
+                128 + libc::WTERMSIG(st)
+            }
+            _ => 125,
+        },
+    }
+}
+
+fn data_port() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/ttyS1")
+        .unwrap_or_else(|e| {
+            console(&format!("pvmtest guest: /dev/ttyS1: {e}"));
+            std::process::exit(125)
+        })
+}
+
+/// The Yama scope a plan needs, if it names one.
+fn yama_pass(plan: &crate::plan::Plan) -> Option<u8> {
+    plan.requires.yama_scope
+}
+
+/// Runs the cases in passes: first those that do not care about Yama at the kernel's own
+/// scope, then, for each scope some case requires, in ascending order (scope 3 cannot be
+/// lowered again, so it must come last), the cases that require it.
+fn run_task(paths: &[String], jobs: usize, timeout_ms: u64) -> i32 {
+    crate::exec::proc::install_signal_handlers();
+    let out = std::sync::Mutex::new(data_port());
+    let send = |l: Line| {
+        let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = o.write_all(l.render().as_bytes());
+        let _ = o.flush();
+    };
+    let files = match runner::collect(&paths.iter().map(PathBuf::from).collect::<Vec<_>>()) {
+        Ok(f) => f,
+        Err(e) => {
+            console(&format!("pvmtest guest: {e}"));
+            return 2;
+        }
+    };
+    let mut plans = Vec::new();
+    let mut bad = 0;
+    for f in files {
+        match runner::load(&f) {
+            Ok(p) => plans.push(p),
+            Err(e) => {
+                bad += 1;
+                console(&format!("pvmtest guest: {e}"));
+            }
+        }
+    }
+    send(Line::Total(plans.len()));
+    let opts = Options {
+        timeout: Duration::from_millis(timeout_ms),
+        inject: crate::exec::Inject::from_env(),
+    };
+    let mut scopes: Vec<Option<u8>> = plans.iter().map(yama_pass).collect();
+    scopes.sort();
+    scopes.dedup();
+    let mut failed = 0;
+    let mut first = true;
+    for scope in scopes {
+        if let Some(s) = scope {
+            // Without Yama the file is absent and these cases skip on the requirement.
+            let _ = std::fs::write("/proc/sys/kernel/yama/ptrace_scope", s.to_string());
+        }
+        let facts = Facts::detect();
+        if first {
+            send(Line::Facts(
+                serde_json::to_value(&facts).unwrap_or_default(),
+            ));
+            first = false;
+        }
+        let batch: Vec<_> = plans
+            .iter()
+            .filter(|p| yama_pass(p) == scope)
+            .cloned()
+            .collect();
+        let results: Vec<CaseResult> =
+            runner::run_all_with(&batch, &facts, &opts, jobs, &|r: &CaseResult| {
+                send(Line::Result(crate::report::json_result(r)))
+            });
+        let s = runner::Summary::of(&results);
+        failed += s.fail + s.broken;
+    }
+    if bad > 0 {
+        2
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Runs the program with stdout on ttyS1 and stderr on ttyS2; returns its exit status.
+fn exec_task(argv: &[String], cwd: &str, env: &[(String, String)]) -> i32 {
+    let Some((prog, args)) = argv.split_first() else {
+        return 2;
+    };
+    let open = |p: &str| std::fs::OpenOptions::new().write(true).open(p);
+    let (out, err) = match (open("/dev/ttyS1"), open("/dev/ttyS2")) {
+        (Ok(o), Ok(e)) => (o, e),
+        _ => return 125,
+    };
+    let status = std::process::Command::new(prog)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdout(out)
+        .stderr(err)
+        .status();
+    match status {
+        Ok(s) => s.code().unwrap_or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            128 + s.signal().unwrap_or(0)
+        }),
+        Err(e) => {
+            console(&format!("pvmtest guest: cannot run {prog}: {e}"));
+            127
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        for l in [
+            Line::Total(3),
+            Line::Up,
+            Line::Exit(1),
+            Line::Result(serde_json::json!({"case": "a/b", "status": "pass"})),
+            Line::Facts(serde_json::json!({"release": "6.1.0"})),
+        ] {
+            assert_eq!(Line::parse(&l.render()), Some(l.clone()));
+        }
+        assert_eq!(Line::parse("[    1.0] random console noise"), None);
+        assert_eq!(Line::parse("@@PVMTEST exit x"), None);
+        assert_eq!(Line::parse("@@PVMTESTexit 1"), None);
+    }
+
+    #[test]
+    fn config_is_strict() {
+        let ok = r#"{"task":{"mode":"run","paths":["/cases"],"jobs":1,"timeout_ms":5000}}"#;
+        assert!(serde_json::from_str::<GuestConfig>(ok).is_ok());
+        let bad = r#"{"task":{"mode":"run","paths":[],"jobs":1,"timeout_ms":1,"x":1}}"#;
+        assert!(serde_json::from_str::<GuestConfig>(bad).is_err());
+    }
+}

@@ -1,0 +1,534 @@
+//! `kernel-matrix run | compare | exec | fetch | list`.
+//!
+//! Exit status: 0 every kernel ran and every case passed or skipped; 1 a case failed, a
+//! kernel is broken, or (compare) an outcome changed; 2 bad input or infrastructure that
+//! stopped the run before any kernel result existed (one line on stderr, with the fix).
+//! `exec` exits with the program's status, or 125 when the VM itself failed.
+
+use crate::boot::{self, Accel};
+use crate::fetch::{FetchConfig, FetchEvent};
+use crate::kernels::{self, KernelEntry};
+use crate::matrix::{self, KernelResult, Prepared, RunOptions, Selected, Shard, VmEvent};
+use crate::{report, Error, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kernel-matrix",
+    version,
+    about = "Run the pvmtest catalogue inside Debian kernels (or your own bzImage) under QEMU"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccelChoice {
+    /// KVM when a probe boot succeeds (the verdict is cached for a day), else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// Options every booting command shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The kernel list (default: the kernels.yaml built into this binary).
+    #[arg(long, value_name = "FILE")]
+    pub kernels: Option<PathBuf>,
+    /// Debian mirror (default: $PVMTEST_MIRROR, else the Debian mirror in the apt sources,
+    /// else http://deb.debian.org/debian).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Cache directory (default: $PVMTEST_CACHE_DIR, else $XDG_CACHE_HOME/pvmtest, else
+    /// ~/.cache/pvmtest).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use only cached kernels and indexes; never touch the network.
+    #[arg(long)]
+    pub offline: bool,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// The static pvmtest to use as the guest's /init (default: build it).
+    #[arg(long, value_name = "PATH")]
+    pub harness: Option<PathBuf>,
+    /// Guest RAM per VM, MiB.
+    #[arg(long, default_value_t = 3072)]
+    pub memory_mib: u64,
+    /// Deadline for each VM, seconds (boot included).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot kernels and run the catalogue in each; print the case × kernel table.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// A kernel id from the list (repeatable; default: all of them).
+        #[arg(long = "kernel", value_name = "ID")]
+        kernel: Vec<String>,
+        /// A bzImage from your own build (repeatable); its version is read from the image.
+        #[arg(long = "kernel-image", value_name = "PATH")]
+        kernel_image: Vec<PathBuf>,
+        /// Case files or directories (default: cases/).
+        #[arg(long = "cases", value_name = "PATH")]
+        cases: Vec<PathBuf>,
+        /// Only the I-th of N slices of the kernels, e.g. 2/5.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<Shard>,
+        /// Write report.md, report.json and one KTAP file per kernel here.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// VMs at once (default: the number of CPUs).
+        #[arg(long)]
+        vms: Option<usize>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Run the catalogue on two kernels and print the cases whose outcome changed.
+    Compare {
+        #[command(flatten)]
+        common: Common,
+        /// Kernel id or bzImage path.
+        #[arg(long)]
+        baseline: String,
+        /// Kernel id or bzImage path.
+        #[arg(long)]
+        candidate: String,
+        #[arg(long = "cases", value_name = "PATH")]
+        cases: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
+    /// Boot one kernel with PROGRAM (and what it needs) and return its exit status and
+    /// output: a cargo runner.
+    Exec {
+        #[command(flatten)]
+        common: Common,
+        /// Kernel id or bzImage path (default: $PVMTEST_KERNEL, else 6.12).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// PROGRAM and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Download and verify kernels into the cache; print what would run.
+    Fetch {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long = "kernel", value_name = "ID")]
+        kernel: Vec<String>,
+    },
+    /// List the kernels in the list.
+    List {
+        #[arg(long, value_name = "FILE")]
+        kernels: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> i32 {
+    pvmtest::exec::proc::install_signal_handlers();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kernel-matrix: error: {e}");
+            2
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::List { kernels } => {
+            for e in load_list(kernels.as_deref())? {
+                println!("{:6} {:18} {}  ({})", e.id, e.suite, e.package, e.image);
+            }
+            Ok(0)
+        }
+        Command::Fetch { common, kernel } => {
+            let list = load_list(common.kernels.as_deref())?;
+            let sel = matrix::select(&list, &kernel, &[], None)?;
+            let ui = Ui::new(&sel);
+            let prepared = fetch_all(&common, &sel, &ui)?;
+            ui.clear();
+            for p in prepared {
+                println!(
+                    "{:6} {:14} {}  {}",
+                    p.id,
+                    p.version,
+                    p.release,
+                    p.image.display()
+                );
+            }
+            Ok(0)
+        }
+        Command::Run {
+            common,
+            kernel,
+            kernel_image,
+            cases,
+            shard,
+            report: report_dir,
+            vms,
+            format,
+        } => {
+            let list = load_list(common.kernels.as_deref())?;
+            let sel = matrix::select(&list, &kernel, &kernel_image, shard)?;
+            if sel.is_empty() {
+                eprintln!(
+                    "kernel-matrix: shard {} has no kernels (there are fewer kernels than shards)",
+                    shard
+                        .map(|s| format!("{}/{}", s.index, s.count))
+                        .unwrap_or_default()
+                );
+                return Ok(0);
+            }
+            let results = run_selected(&common, &sel, &cases, vms)?;
+            let kernels = &results.kernels;
+            match format {
+                Format::Human => {
+                    let colour =
+                        std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                    print!("{}", report::table(kernels, colour));
+                }
+                Format::Json => print!("{}", report::json(kernels)),
+            }
+            if let Some(dir) = report_dir {
+                report::write_dir(&dir, kernels, &|c| results.describe(c))?;
+                eprintln!("kernel-matrix: report written to {}", dir.display());
+            }
+            Ok(if kernels.iter().all(KernelResult::is_clean) {
+                0
+            } else {
+                1
+            })
+        }
+        Command::Compare {
+            common,
+            baseline,
+            candidate,
+            cases,
+            report: report_dir,
+        } => {
+            let list = load_list(common.kernels.as_deref())?;
+            let pick = |s: &str| -> Result<Selected> {
+                let (ids, imgs) = id_or_image(&list, s)?;
+                let mut v = matrix::select(&list, &ids, &imgs, None)?;
+                v.pop()
+                    .ok_or_else(|| Error::new(format!("'{s}' selects no kernel")))
+            };
+            let (b, c) = (pick(&baseline)?, pick(&candidate)?);
+            if b.id == c.id {
+                return Err(Error::new(format!(
+                    "--baseline and --candidate are the same kernel ({}); compare two different ones",
+                    b.id
+                )));
+            }
+            let results = run_selected(&common, &[b, c], &cases, None)?;
+            let ks = &results.kernels;
+            if let Some(dir) = report_dir {
+                report::write_dir(&dir, ks, &|c| results.describe(c))?;
+            }
+            let diffs = report::differences(ks);
+            for k in ks {
+                println!("{}", report::kernel_line(k));
+            }
+            println!(
+                "\n{} case(s) changed between {} and {}:",
+                diffs.len(),
+                ks[0].id,
+                ks[1].id
+            );
+            for (case, per) in &diffs {
+                let call = per
+                    .values()
+                    .next()
+                    .map(|o| o.call.clone())
+                    .unwrap_or_default();
+                println!("\n{case}\n  {call}");
+                for k in ks {
+                    let o = per
+                        .get(&k.id)
+                        .map_or("not run".to_string(), report::Outcome::long);
+                    println!("  {:>10}: {o}", k.id);
+                }
+            }
+            let broken = ks.iter().any(|k| k.status != "ok");
+            Ok(if diffs.is_empty() && !broken { 0 } else { 1 })
+        }
+        Command::Exec {
+            common,
+            kernel,
+            argv,
+        } => crate::exec::exec(&common, kernel, &argv),
+    }
+}
+
+/// A command-line kernel argument: a known id, or a path to a bzImage.
+pub fn id_or_image(list: &[KernelEntry], s: &str) -> Result<(Vec<String>, Vec<PathBuf>)> {
+    if list.iter().any(|e| e.id == s) {
+        return Ok((vec![s.to_string()], vec![]));
+    }
+    if s.contains('/') || Path::new(s).is_file() {
+        return Ok((vec![], vec![PathBuf::from(s)]));
+    }
+    kernels::find(list, s).map(|_| (vec![], vec![]))
+}
+
+pub fn load_list(path: Option<&Path>) -> Result<Vec<KernelEntry>> {
+    match path {
+        Some(p) => kernels::load(p),
+        None => Ok(kernels::builtin()),
+    }
+}
+
+/// A finished run, with the case descriptions for the report.
+pub struct RunResults {
+    pub kernels: Vec<KernelResult>,
+    descriptions: HashMap<String, String>,
+}
+
+impl RunResults {
+    pub fn describe(&self, case: &str) -> Option<String> {
+        self.descriptions.get(case).cloned()
+    }
+}
+
+/// Validates the cases on the host (nothing boots for a bad file), returning id →
+/// description.
+pub fn check_cases(paths: &[PathBuf]) -> Result<HashMap<String, String>> {
+    let files = pvmtest::runner::collect(paths).map_err(|e| Error::new(e.to_string()))?;
+    let mut out = HashMap::new();
+    for f in files {
+        let plan = pvmtest::runner::load(&f).map_err(|e| Error::new(e.to_string()))?;
+        out.insert(plan.id.clone(), plan.description.clone());
+    }
+    if out.is_empty() {
+        return Err(Error::new(format!(
+            "no case files under {} (give --cases DIR with *.yaml files)",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// Everything `run` and `compare` do after choosing kernels: validate, fetch, build, boot.
+pub fn run_selected(
+    common: &Common,
+    sel: &[Selected],
+    cases: &[PathBuf],
+    vms: Option<usize>,
+) -> Result<RunResults> {
+    let cases = if cases.is_empty() {
+        vec![matrix::default_cases()]
+    } else {
+        cases.to_vec()
+    };
+    let descriptions = check_cases(&cases)?;
+    let qemu = boot::find_qemu()?;
+    let ui = Ui::new(sel);
+    let prepared = fetch_all(common, sel, &ui)?;
+    let harness = matrix::guest_harness(common.harness.as_deref())?;
+    let work = tempfile::Builder::new()
+        .prefix("kernel-matrix-")
+        .tempdir()
+        .map_err(|e| {
+            Error::new(format!(
+                "cannot make a scratch directory: {e} (check $TMPDIR)"
+            ))
+        })?;
+    let fs = matrix::run_initramfs(&harness, &cases, 1, Duration::from_secs(60))?;
+    let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
+    let mut opts = RunOptions::new(qemu, work.path().to_path_buf());
+    opts.accel = choose_accel(common, &opts.qemu, &prepared[0], &harness, work.path())?;
+    opts.memory_mib = common.memory_mib;
+    opts.timeout = Duration::from_secs(common.timeout);
+    if let Some(v) = vms {
+        opts.vms = v.max(1);
+    }
+    let kernels = matrix::run(&prepared, &initrd, &opts, &|id, ev| ui.vm(id, ev));
+    for k in &kernels {
+        ui.say(&report::kernel_line(k));
+    }
+    ui.clear();
+    Ok(RunResults {
+        kernels,
+        descriptions,
+    })
+}
+
+pub fn fetch_config(common: &Common) -> Result<FetchConfig> {
+    FetchConfig::from_env(
+        common.mirror.as_deref(),
+        common.cache_dir.as_deref(),
+        common.offline,
+    )
+}
+
+fn fetch_all(common: &Common, sel: &[Selected], ui: &Ui) -> Result<Vec<Prepared>> {
+    let cfg = fetch_config(common)?;
+    matrix::prepare(sel, &cfg, &|id, ev| ui.fetch(id, ev))
+}
+
+/// KVM only when asked for, or when `auto` and a probe boot (cached for a day) worked:
+/// on some machines /dev/kvm exists but guests hang.
+pub fn choose_accel(
+    common: &Common,
+    qemu: &Path,
+    kernel: &Prepared,
+    harness: &Path,
+    work: &Path,
+) -> Result<Accel> {
+    match common.accel {
+        AccelChoice::Kvm => Ok(Accel::Kvm),
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Auto => {
+            let cfg = fetch_config(common)?;
+            let stamp = cfg.cache.root.join("kvm-probe.json");
+            let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            let key = format!("{}|{}", host.trim(), qemu.display());
+            if let Ok(text) = std::fs::read_to_string(&stamp) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let fresh = std::fs::metadata(&stamp)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age < Duration::from_secs(86400));
+                    if fresh && v["key"] == key.as_str() {
+                        return Ok(if v["kvm"] == true {
+                            Accel::Kvm
+                        } else {
+                            Accel::Tcg
+                        });
+                    }
+                }
+            }
+            let mut fs = crate::initramfs::Initramfs::new();
+            fs.file("/init", harness)?;
+            fs.bytes(
+                pvmtest::guest::CONFIG_PATH,
+                br#"{"task":{"mode":"run","paths":[],"jobs":1,"timeout_ms":1000}}"#.to_vec(),
+                0o644,
+            );
+            let initrd = matrix::write_initramfs(&fs, work, "probe.cpio")?;
+            let kvm = boot::kvm_works(qemu, &kernel.image, &initrd, &work.join("kvm-probe"));
+            let _ = crate::cache::write_atomic(
+                &stamp,
+                serde_json::json!({"key": key, "kvm": kvm})
+                    .to_string()
+                    .as_bytes(),
+            );
+            Ok(if kvm { Accel::Kvm } else { Accel::Tcg })
+        }
+    }
+}
+
+/// Progress bars on a terminal (indicatif); plain lines otherwise, so CI logs read well.
+pub struct Ui {
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    done: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+impl Ui {
+    pub fn new(sel: &[Selected]) -> Ui {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos:>4}/{len:4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let mut bars = HashMap::new();
+        for s in sel {
+            let b = multi.add(ProgressBar::new(1));
+            b.set_style(style.clone());
+            b.set_prefix(s.id.clone());
+            b.set_message("waiting");
+            bars.insert(s.id.clone(), b);
+        }
+        Ui {
+            multi,
+            bars,
+            done: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bar(&self, id: &str) -> Option<&ProgressBar> {
+        self.bars.get(id)
+    }
+
+    pub fn fetch(&self, id: &str, ev: FetchEvent) {
+        let Some(b) = self.bar(id) else { return };
+        match ev {
+            FetchEvent::ResolvingIndex => b.set_message("resolving the package index"),
+            FetchEvent::Downloading { done, total } => {
+                b.set_length(total.max(1) / 1024);
+                b.set_position(done / 1024);
+                b.set_message("KiB downloaded");
+            }
+            FetchEvent::Extracting => b.set_message("extracting the image"),
+            FetchEvent::Cached => b.set_message("image ready"),
+        }
+    }
+
+    pub fn vm(&self, id: &str, ev: VmEvent) {
+        let Some(b) = self.bar(id) else { return };
+        match ev {
+            VmEvent::Booting => {
+                b.set_length(1);
+                b.set_position(0);
+                b.set_message("booting");
+            }
+            VmEvent::Up => b.set_message("running cases"),
+            VmEvent::Total(n) => b.set_length(n as u64),
+            VmEvent::Case { status } => {
+                b.inc(1);
+                let mut d = self.done.lock().unwrap_or_else(|e| e.into_inner());
+                let e = d.entry(id.to_string()).or_default();
+                if status == "fail" || status == "broken" {
+                    e.1 += 1;
+                    b.set_message(format!("{} failed", e.1));
+                }
+                e.0 += 1;
+            }
+            VmEvent::Done => b.finish_with_message("done"),
+        }
+    }
+
+    /// A line that survives the bars (and is the only output without a terminal).
+    pub fn say(&self, line: &str) {
+        if self.multi.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = self.multi.println(line);
+        }
+    }
+
+    pub fn clear(&self) {
+        let _ = self.multi.clear();
+        let _ = std::io::stderr().flush();
+    }
+}

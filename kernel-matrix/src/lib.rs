@@ -1,0 +1,22 @@
+//! kernel-matrix: fetch Debian kernels (or take a local bzImage), boot each under QEMU with an
+//! initramfs holding a static pvmtest and the cases, and collect per-kernel results.
+//!
+//! Where things are: `kernels` (kernels.yaml), `archive` + `cache` + `deb` + `fetch`
+//! (getting an image), `image` (what a bzImage says about itself), `initramfs`, `boot`
+//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON).
+
+pub mod archive;
+pub mod boot;
+pub mod cache;
+pub mod cli;
+pub mod deb;
+pub mod error;
+pub mod exec;
+pub mod fetch;
+pub mod image;
+pub mod initramfs;
+pub mod kernels;
+pub mod matrix;
+pub mod report;
+
+pub use error::{Error, Result};

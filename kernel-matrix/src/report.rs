@@ -1,0 +1,406 @@
+//! What a matrix run prints and writes: the case × kernel table, the cross-kernel
+//! differences, report.md, one KTAP file per kernel and report.json.
+
+use crate::matrix::KernelResult;
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// A case's outcome on one kernel, as compared across kernels: status and the kernel's
+/// result (ret or errno). Timing and pids are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: String,
+    pub observed: Option<String>,
+    pub model: Option<String>,
+    pub decided_by: Option<String>,
+    pub detail: Option<String>,
+    pub reason: Option<String>,
+    pub call: String,
+}
+
+impl Outcome {
+    pub fn of(v: &Value) -> Outcome {
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        Outcome {
+            status: s("status").unwrap_or_else(|| "broken".into()),
+            observed: s("observed"),
+            model: s("expected"),
+            decided_by: s("decided_by"),
+            detail: s("detail"),
+            reason: s("reason"),
+            call: s("call").unwrap_or_default(),
+        }
+    }
+
+    /// `pass 4096`, `skip`, `FAIL EFAULT`, `BROKEN`.
+    pub fn short(&self) -> String {
+        let obs = self.observed.clone().unwrap_or_default();
+        match self.status.as_str() {
+            "pass" => format!("pass {obs}"),
+            "skip" => "skip".into(),
+            "fail" => format!("FAIL {obs}"),
+            _ => "BROKEN".into(),
+        }
+        .trim_end()
+        .to_string()
+    }
+
+    /// What the kernel did, for a difference: the result, or why there is none.
+    pub fn long(&self) -> String {
+        match self.status.as_str() {
+            "skip" => format!("skip ({})", self.reason.clone().unwrap_or_default()),
+            "pass" => format!(
+                "{} (model agrees: {})",
+                self.observed.clone().unwrap_or_default(),
+                self.rule()
+            ),
+            "fail" => format!(
+                "{} but the model says {} ({}): {}",
+                self.observed.clone().unwrap_or_else(|| "nothing".into()),
+                self.model.clone().unwrap_or_default(),
+                self.rule(),
+                self.reason.clone().unwrap_or_default()
+            ),
+            _ => format!("broken ({})", self.reason.clone().unwrap_or_default()),
+        }
+    }
+
+    fn rule(&self) -> String {
+        match (&self.decided_by, &self.detail) {
+            (Some(d), Some(x)) => format!("{d}, {x}"),
+            (Some(d), None) => d.clone(),
+            _ => "no prediction".into(),
+        }
+    }
+}
+
+/// case id → kernel id → outcome.
+pub fn outcomes(kernels: &[KernelResult]) -> BTreeMap<String, BTreeMap<String, Outcome>> {
+    let mut m: BTreeMap<String, BTreeMap<String, Outcome>> = BTreeMap::new();
+    for k in kernels {
+        for r in &k.results {
+            if let Some(case) = r["case"].as_str() {
+                m.entry(case.to_string())
+                    .or_default()
+                    .insert(k.id.clone(), Outcome::of(r));
+            }
+        }
+    }
+    m
+}
+
+/// Cases whose outcome is not the same on every kernel that ran them: a different status
+/// or a different result.
+pub fn differences(kernels: &[KernelResult]) -> Vec<(String, BTreeMap<String, Outcome>)> {
+    outcomes(kernels)
+        .into_iter()
+        .filter(|(_, per)| {
+            let set: BTreeSet<(String, Option<String>)> = per
+                .values()
+                .map(|o| (o.status.clone(), o.observed.clone()))
+                .collect();
+            set.len() > 1
+        })
+        .collect()
+}
+
+/// Cases where a kernel and the model disagree (`fail`) or the case broke.
+pub fn disagreements(kernels: &[KernelResult]) -> Vec<(String, String, Outcome)> {
+    let mut out = Vec::new();
+    for (case, per) in outcomes(kernels) {
+        for (k, o) in per {
+            if o.status == "fail" || o.status == "broken" {
+                out.push((case.clone(), k, o));
+            }
+        }
+    }
+    out
+}
+
+const GREEN: &str = "\x1b[32m";
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const RESET: &str = "\x1b[0m";
+
+/// The case × kernel table for a terminal: one row per case, one column per kernel, then a
+/// line per kernel with its version, times and counts.
+pub fn table(kernels: &[KernelResult], colour: bool) -> String {
+    let all = outcomes(kernels);
+    let w = all.keys().map(String::len).max().unwrap_or(4).max(4);
+    let cols: Vec<usize> = kernels.iter().map(|k| k.id.len().max(11)).collect();
+    let mut out = format!("{:w$}", "case");
+    for (k, c) in kernels.iter().zip(&cols) {
+        out.push_str(&format!("  {:>c$}", k.id));
+    }
+    out.push('\n');
+    for (case, per) in &all {
+        out.push_str(&format!("{case:w$}"));
+        for (k, c) in kernels.iter().zip(&cols) {
+            let cell = per.get(&k.id).map_or("-".to_string(), Outcome::short);
+            let painted = match (colour, per.get(&k.id).map(|o| o.status.as_str())) {
+                (true, Some("pass")) => format!("{GREEN}{cell:>c$}{RESET}"),
+                (true, Some("skip")) => format!("{YELLOW}{cell:>c$}{RESET}"),
+                (true, Some(_)) => format!("{RED}{cell:>c$}{RESET}"),
+                _ => format!("{cell:>c$}"),
+            };
+            out.push_str("  ");
+            out.push_str(&painted);
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for k in kernels {
+        out.push_str(&kernel_line(k));
+        out.push('\n');
+    }
+    out
+}
+
+/// `6.1 (6.1.176-1, tcg): boot 3.0 s, run 11.1 s: 250 pass, 0 fail, 20 skip, 0 broken`.
+pub fn kernel_line(k: &KernelResult) -> String {
+    let s = &k.summary;
+    let mut line = format!(
+        "{} ({}, {}): boot {}, run {:.1} s: {} pass, {} fail, {} skip, {} broken",
+        k.id,
+        k.version,
+        k.accel.name(),
+        k.boot_s.map_or("-".into(), |b| format!("{b:.1} s")),
+        k.run_s,
+        s.pass,
+        s.fail,
+        s.skip,
+        s.broken
+    );
+    if let Some(f) = &k.failure {
+        line.push_str(&format!(" — KERNEL BROKEN: {f}"));
+    }
+    line
+}
+
+/// One KTAP document for a kernel.
+pub fn ktap(k: &KernelResult) -> String {
+    let mut out = String::from("KTAP version 1\n");
+    out.push_str(&format!("# kernel: {} ({})\n", k.release, k.version));
+    if let Some(f) = &k.failure {
+        out.push_str(&format!("# kernel broken: {f}\n"));
+    }
+    out.push_str(&format!("1..{}\n", k.results.len()));
+    for (i, r) in k.results.iter().enumerate() {
+        let o = Outcome::of(r);
+        let case = r["case"].as_str().unwrap_or("?");
+        let line = match o.status.as_str() {
+            "pass" => format!("ok {} {case}", i + 1),
+            "skip" => format!(
+                "ok {} {case} # SKIP {}",
+                i + 1,
+                o.reason.clone().unwrap_or_default()
+            ),
+            _ => format!("not ok {} {case}", i + 1),
+        };
+        out.push_str(&line);
+        out.push('\n');
+        if o.status == "fail" || o.status == "broken" {
+            out.push_str(&format!("# {}: {}\n", o.call, o.long()));
+        }
+    }
+    let s = &k.summary;
+    out.push_str(&format!(
+        "# totals: pass:{} fail:{} skip:{} error:{}\n",
+        s.pass, s.fail, s.skip, s.broken
+    ));
+    out
+}
+
+/// report.json: `{"kernels":[{id, version, status, boot_s, run_s, summary, results, …}]}`.
+pub fn json(kernels: &[KernelResult]) -> String {
+    let doc = json!({ "kernels": kernels });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// report.md. `describe` gives a case's description, for explaining differences.
+pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::from("# pvmtest kernel matrix\n\n");
+    out.push_str("## Kernels\n\n| id | version | release | accel | status | boot s | run s | pass | fail | skip | broken |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for k in kernels {
+        let s = &k.summary;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |\n",
+            k.id,
+            k.version,
+            k.release,
+            k.accel.name(),
+            k.status,
+            k.boot_s.map_or("-".into(), |b| format!("{b:.1}")),
+            k.run_s,
+            s.pass,
+            s.fail,
+            s.skip,
+            s.broken
+        ));
+    }
+    for k in kernels.iter().filter(|k| k.failure.is_some()) {
+        out.push_str(&format!(
+            "\n**{} is broken:** {}\n\n```\n{}\n```\n",
+            k.id,
+            k.failure.clone().unwrap_or_default(),
+            k.console_tail.clone().unwrap_or_default()
+        ));
+    }
+
+    let diffs = differences(kernels);
+    out.push_str(&format!(
+        "\n## Cases whose outcome differs between kernels ({})\n\n",
+        diffs.len()
+    ));
+    if diffs.is_empty() {
+        out.push_str("None: every case had the same status and result on every kernel.\n");
+    }
+    for (case, per) in &diffs {
+        out.push_str(&format!("### {case}\n\n"));
+        if let Some(d) = describe(case) {
+            out.push_str(&format!("{}\n\n", d.trim()));
+        }
+        if let Some(o) = per.values().next() {
+            out.push_str(&format!("`{}`\n\n", o.call));
+        }
+        for k in kernels {
+            if let Some(o) = per.get(&k.id) {
+                out.push_str(&format!("- **{}**: {}\n", k.id, o.long()));
+            }
+        }
+        out.push('\n');
+    }
+
+    let dis = disagreements(kernels);
+    out.push_str(&format!(
+        "## Cases where a kernel differs from the model ({})\n\n",
+        dis.len()
+    ));
+    if dis.is_empty() {
+        out.push_str("None: on every kernel that ran, each case matched the model.\n");
+    }
+    for (case, k, o) in &dis {
+        out.push_str(&format!(
+            "- **{case}** on {k}: `{}` — {}\n",
+            o.call,
+            o.long()
+        ));
+    }
+
+    out.push_str("\n## Matrix\n\n| case |");
+    for k in kernels {
+        out.push_str(&format!(" {} |", k.id));
+    }
+    out.push_str("\n|---|");
+    for _ in kernels {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (case, per) in outcomes(kernels) {
+        out.push_str(&format!("| {case} |"));
+        for k in kernels {
+            out.push_str(&format!(
+                " {} |",
+                per.get(&k.id).map_or("-".into(), Outcome::short)
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes report.md, report.json and `<id>.ktap` for each kernel into `dir`.
+pub fn write_dir(
+    dir: &Path,
+    kernels: &[KernelResult],
+    describe: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| {
+        Error::new(format!(
+            "--report {}: {e} (choose a writable directory)",
+            p.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let w = |name: String, text: String| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| io(&p, e))
+    };
+    w("report.md".into(), markdown(kernels, describe))?;
+    w("report.json".into(), json(kernels))?;
+    for k in kernels {
+        w(format!("{}.ktap", k.id), ktap(k))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::Accel;
+    use crate::matrix::Counts;
+
+    fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
+        KernelResult {
+            id: id.into(),
+            series: id.into(),
+            version: format!("{id}.1-1"),
+            release: format!("{id}.0-1-cloud-amd64"),
+            origin: "debian:x".into(),
+            accel: Accel::Tcg,
+            status: "ok",
+            failure: None,
+            boot_s: Some(3.0),
+            run_s: 10.0,
+            summary: Counts::of(&results),
+            facts: None,
+            total: Some(results.len()),
+            results,
+            console_tail: None,
+        }
+    }
+
+    fn r(case: &str, status: &str, observed: &str) -> Value {
+        json!({"case": case, "status": status, "observed": observed, "expected": observed,
+               "decided_by": "complete", "call": "process_vm_readv(...)"})
+    }
+
+    #[test]
+    fn differences_need_a_different_status_or_result() {
+        let a = kernel(
+            "5.10",
+            vec![r("g/same", "pass", "10"), r("g/stack", "pass", "4096")],
+        );
+        let b = kernel(
+            "6.1",
+            vec![r("g/same", "pass", "10"), r("g/stack", "pass", "EFAULT")],
+        );
+        let d = differences(&[a.clone(), b.clone()]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, "g/stack");
+        let md = markdown(&[a, b], &|_| Some("why it differs".into()));
+        assert!(md.contains("### g/stack"), "{md}");
+        assert!(md.contains("why it differs"));
+        assert!(
+            md.contains("- **5.10**: 4096 (model agrees: complete)"),
+            "{md}"
+        );
+        assert!(md.contains("differs from the model (0)"));
+    }
+
+    #[test]
+    fn ktap_counts_and_skips() {
+        let mut s = r("g/b", "skip", "");
+        s["reason"] = json!("needs kernel >= 6.4, this is 6.1");
+        let k = kernel("6.1", vec![r("g/a", "pass", "1"), s, r("g/c", "fail", "2")]);
+        let t = ktap(&k);
+        assert!(t.starts_with("KTAP version 1\n"));
+        assert!(t.contains("1..3\nok 1 g/a\nok 2 g/b # SKIP needs kernel >= 6.4"));
+        assert!(t.contains("not ok 3 g/c"));
+        assert!(t.contains("# totals: pass:1 fail:1 skip:1 error:0"));
+    }
+}
