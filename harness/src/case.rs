@@ -77,6 +77,13 @@ pub enum Feature {
     /// The vsyscall page is not readable (`vsyscall=xonly`, the default since 5.18's
     /// Kconfig, or `none`); with `emulate` its contents are not modelled.
     VsyscallXonly,
+    /// The harness has a `[vdso]` mapping (implied by naming `vdso`).
+    Vdso,
+    /// The harness has a `[vvar]` mapping (implied by naming `vvar`).
+    Vvar,
+    /// The harness has a `[vvar_vclock]` mapping (the generic vDSO datastore, after 6.12;
+    /// implied by naming `vvar_vclock`).
+    VvarVclock,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +215,8 @@ pub enum Prot {
     /// Exec-only (`PROT_EXEC`).
     Xo,
     Rwx,
+    /// Read and execute (`PROT_READ|PROT_EXEC`), like a text segment or the vdso.
+    Rx,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -238,6 +247,16 @@ pub enum RegionKind {
     Sealed,
     /// `MAP_HUGETLB` anonymous memory in 2 MiB pages, 2 MiB aligned.
     Hugetlb,
+    /// The process's `[vdso]`: a special mapping the kernel made at exec, named in cases as
+    /// `vdso` (never declared as a region; see [`crate::plan::Special`]).
+    #[serde(skip_deserializing)]
+    Vdso,
+    /// `[vvar]`: the vDSO data pages (VM_IO up to 7.2).
+    #[serde(skip_deserializing)]
+    Vvar,
+    /// `[vvar_vclock]`: the x86 clock-source pages (VM_IO|VM_PFNMAP).
+    #[serde(skip_deserializing)]
+    VvarVclock,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -77,6 +77,12 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
                 facts.vsyscall != crate::facts::Vsyscall::Emulate,
                 "vsyscall=xonly or none (this kernel emulates the vsyscall page, whose contents are not modelled)",
             ),
+            Feature::Vdso => (facts.vdso.is_some(), "a [vdso] mapping"),
+            Feature::Vvar => (facts.vvar.is_some(), "a [vvar] mapping"),
+            Feature::VvarVclock => (
+                facts.vvar_vclock.is_some(),
+                "a [vvar_vclock] mapping (the generic vDSO datastore, newer than 6.12)",
+            ),
         };
         if !ok {
             return Some(format!("needs {what}"));
@@ -111,8 +117,18 @@ pub fn check_pin(plan: &Plan, pred: &Prediction) -> Result<(), String> {
     ))
 }
 
-/// Contents of source bytes `[addr, addr+len)` on `side`, from the initial layout.
-fn source_bytes(plan: &Plan, side: Side, addr: u64, len: u64, out: &mut Vec<u8>) {
+/// Contents of source bytes `[addr, addr+len)` on `side`, from the initial layout. Bytes of a
+/// special mapping (`mappings`, the vdso) are external: the model never knows them, so they
+/// are read here from the harness's own mapping, which every target and caller shares
+/// (forks of the harness; the vdso text is the same kernel image page in every process).
+fn source_bytes(
+    plan: &Plan,
+    mappings: &[Region],
+    side: Side,
+    addr: u64,
+    len: u64,
+    out: &mut Vec<u8>,
+) {
     let regions: Vec<&Region> = if plan.target_shares_caller_mm() {
         plan.target_regions
             .iter()
@@ -128,6 +144,15 @@ fn source_bytes(plan: &Plan, side: Side, addr: u64, len: u64, out: &mut Vec<u8>)
         .collect();
     let mut a = addr;
     while a < addr + len {
+        if let Some(m) = mappings.iter().find(|r| a >= r.start && a < r.end()) {
+            let stop = (addr + len).min(m.end());
+            match crate::sys::own_memory(a, stop - a) {
+                Some(bytes) => out.extend(bytes),
+                None => out.extend(std::iter::repeat_n(0xEE, (stop - a) as usize)),
+            }
+            a = stop;
+            continue;
+        }
         match regions.iter().find(|r| a >= r.start && a < r.end()) {
             Some(r) => {
                 let stop = (addr + len).min(r.end());
@@ -200,7 +225,14 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> Vec<u
         for (pa, pb) in uncovered(&mut covered, a, b) {
             let mut bytes = Vec::with_capacity((pb - pa) as usize);
             let src_side = if write { Side::Caller } else { Side::Target };
-            source_bytes(plan, src_side, src + (pa - dst), pb - pa, &mut bytes);
+            source_bytes(
+                plan,
+                &pred.mappings,
+                src_side,
+                src + (pa - dst),
+                pb - pa,
+                &mut bytes,
+            );
             mem[(pa - rs) as usize..(pb - rs) as usize].copy_from_slice(&bytes);
         }
     }

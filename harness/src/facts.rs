@@ -39,6 +39,43 @@ pub struct Facts {
     /// The harness's RLIMIT_STACK soft limit: the caller inherits it, and
     /// `acct_stack_growth` compares a stack expansion made by the caller's GUP against it.
     pub stack_rlimit: u64,
+    /// The harness's `[vdso]`, `[vvar]` and `[vvar_vclock]` from /proc/self/maps. Targets and
+    /// callers are forks of the harness and have them at the same addresses. Serialized as
+    /// page counts only: output never carries addresses.
+    pub vdso: Option<Span>,
+    pub vvar: Option<Span>,
+    pub vvar_vclock: Option<Span>,
+}
+
+/// An address range of the harness's own address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub len: u64,
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Span", 1)?;
+        st.serialize_field("pages", &(self.len / 4096))?;
+        st.end()
+    }
+}
+
+/// The range of the `/proc/<pid>/maps` line named `[name]`.
+fn maps_span(maps: &str, name: &str) -> Option<Span> {
+    let tag = format!("[{name}]");
+    let line = maps
+        .lines()
+        .find(|l| l.split_whitespace().nth(5) == Some(&tag))?;
+    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
+    let start = u64::from_str_radix(a, 16).ok()?;
+    let end = u64::from_str_radix(b, 16).ok()?;
+    (end > start).then_some(Span {
+        start,
+        len: end - start,
+    })
 }
 
 /// The `vsyscall=` boot mode as /proc/self/maps shows it.
@@ -127,6 +164,34 @@ impl Facts {
             hugepages_free: 64,
             vsyscall: Vsyscall::Xonly,
             stack_rlimit: 8 << 20,
+            // x86-64 map_vdso: the data pages right below a 2-page vdso; from the generic
+            // datastore on (absent in 6.12, present in 6.18 and 7.2) `[vvar]` (4 pages) and
+            // `[vvar_vclock]` (2 pages) before the text.
+            vvar: Some(Span {
+                start: 0x7fff_f7ff_0000,
+                len: 4 * 4096,
+            }),
+            vvar_vclock: (version >= (6, 13, 0)).then_some(Span {
+                start: 0x7fff_f7ff_4000,
+                len: 2 * 4096,
+            }),
+            vdso: Some(Span {
+                start: if version >= (6, 13, 0) {
+                    0x7fff_f7ff_6000
+                } else {
+                    0x7fff_f7ff_4000
+                },
+                len: 2 * 4096,
+            }),
+        }
+    }
+
+    /// Where the harness (and so every target and caller) has a special mapping.
+    pub fn special(&self, s: crate::plan::Special) -> Option<Span> {
+        match s {
+            crate::plan::Special::Vdso => self.vdso,
+            crate::plan::Special::Vvar => self.vvar,
+            crate::plan::Special::VvarVclock => self.vvar_vclock,
         }
     }
 
@@ -193,6 +258,7 @@ impl Facts {
                 .map(|s| s.trim().to_string())
         };
         let cap_effective = CapSet(hex("CapEff:"));
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
         let thp = read_trim("/sys/kernel/mm/transparent_hugepage/enabled")
             .is_some_and(|s| !s.contains("[never]"));
         Facts {
@@ -238,10 +304,11 @@ impl Facts {
                         .and_then(|v| v.trim().parse().ok())
                 })
                 .unwrap_or(0),
-            vsyscall: vsyscall_mode(
-                &std::fs::read_to_string("/proc/self/maps").unwrap_or_default(),
-            ),
+            vsyscall: vsyscall_mode(&maps),
             stack_rlimit: crate::sys::stack_rlimit(),
+            vdso: maps_span(&maps, "vdso"),
+            vvar: maps_span(&maps, "vvar"),
+            vvar_vclock: maps_span(&maps, "vvar_vclock"),
         }
     }
 }
@@ -271,6 +338,24 @@ mod tests {
             kernel_version("6.12.0-0.deb12-amd64", "#1 Debian 6.1.9-1"),
             (6, 12, 0)
         );
+    }
+
+    #[test]
+    fn special_mappings() {
+        let maps = "7f7889c89000-7f7889c8d000 r--p 00000000 00:00 0                          [vvar]\n\
+                    7f7889c8d000-7f7889c8f000 r--p 00000000 00:00 0                          [vvar_vclock]\n\
+                    7f7889c8f000-7f7889c91000 r-xp 00000000 00:00 0                          [vdso]\n";
+        assert_eq!(
+            maps_span(maps, "vdso"),
+            Some(Span {
+                start: 0x7f78_89c8_f000,
+                len: 8192
+            })
+        );
+        assert_eq!(maps_span(maps, "vvar").map(|s| s.len), Some(16384));
+        assert_eq!(maps_span(maps, "vsyscall"), None);
+        let json = serde_json::to_string(&maps_span(maps, "vdso")).unwrap();
+        assert_eq!(json, r#"{"pages":2}"#);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use crate::exec::Options;
 use crate::facts::Facts;
-use crate::runner::{self, CaseResult};
+use crate::runner;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
@@ -213,14 +213,8 @@ fn data_port() -> std::fs::File {
         })
 }
 
-/// The Yama scope a plan needs, if it names one.
-fn yama_pass(plan: &crate::plan::Plan) -> Option<u8> {
-    plan.requires.yama_scope
-}
-
-/// Runs the cases in passes: first those that do not care about Yama at the kernel's own
-/// scope, then, for each scope some case requires, in ascending order (scope 3 cannot be
-/// lowered again, so it must come last), the cases that require it.
+/// Runs the cases ([`runner::run_in_scope_passes`]: Yama scopes are set here, in a VM that
+/// is thrown away) and streams one line per result.
 fn run_task(paths: &[String], jobs: usize, timeout_ms: u64) -> i32 {
     crate::exec::proc::install_signal_handlers();
     let out = std::sync::Mutex::new(data_port());
@@ -252,35 +246,15 @@ fn run_task(paths: &[String], jobs: usize, timeout_ms: u64) -> i32 {
         timeout: Duration::from_millis(timeout_ms),
         inject: crate::exec::Inject::from_env(),
     };
-    let mut scopes: Vec<Option<u8>> = plans.iter().map(yama_pass).collect();
-    scopes.sort();
-    scopes.dedup();
-    let mut failed = 0;
-    let mut first = true;
-    for scope in scopes {
-        if let Some(s) = scope {
-            // Without Yama the file is absent and these cases skip on the requirement.
-            let _ = std::fs::write("/proc/sys/kernel/yama/ptrace_scope", s.to_string());
-        }
-        let facts = Facts::detect();
-        if first {
-            send(Line::Facts(
-                serde_json::to_value(&facts).unwrap_or_default(),
-            ));
-            first = false;
-        }
-        let batch: Vec<_> = plans
-            .iter()
-            .filter(|p| yama_pass(p) == scope)
-            .cloned()
-            .collect();
-        let results: Vec<CaseResult> =
-            runner::run_all_with(&batch, &facts, &opts, jobs, &|r: &CaseResult| {
-                send(Line::Result(crate::report::json_result(r)))
-            });
-        let s = runner::Summary::of(&results);
-        failed += s.fail + s.broken;
-    }
+    // The kernel as booted: the first pass runs at this scope.
+    send(Line::Facts(
+        serde_json::to_value(Facts::detect()).unwrap_or_default(),
+    ));
+    let (results, _) = runner::run_in_scope_passes(&plans, &opts, jobs, true, &|r| {
+        send(Line::Result(crate::report::json_result(r)))
+    });
+    let s = runner::Summary::of(&results);
+    let failed = s.fail + s.broken;
     if bad > 0 {
         2
     } else if failed > 0 {
@@ -305,6 +279,9 @@ fn exec_task(argv: &[String], cwd: &str, env: &[(String, String)]) -> i32 {
         .current_dir(cwd)
         .env_clear()
         .envs(env.iter().cloned())
+        // Tells tests they are inside a throw-away VM (harness/tests/cases.rs may then set
+        // the Yama scope, as the run task does).
+        .env("PVMTEST_GUEST", "1")
         .stdout(out)
         .stderr(err)
         .status();

@@ -50,6 +50,12 @@ pub struct Rules {
     /// `VM_GROWSDOWN` VMA down to the address (mm/mmap.c `expand_downwards`). Later kernels
     /// use `vma_lookup` / `gup_vma_lookup` and never grow a stack from GUP.
     pub gup_expands_stack: bool,
+    /// The generic vDSO datastore's `[vvar]` is VM_IO (7.2.13 lib/vdso/datastore.c
+    /// `vdso_install_vvar_mapping`: `VM_IO | VM_DONTDUMP | VM_MIXEDMAP`), so GUP refuses it.
+    /// Dropped by "vdso/datastore: Allow prefaulting by mlockall()" (Thomas Weißschuh; the
+    /// 7.3 tree was not available, see docs/SEMANTICS.md). `[vvar_vclock]` and the pre-6.13
+    /// x86 `[vvar]` keep VM_IO|VM_PFNMAP.
+    pub vvar_io: bool,
 }
 
 impl Rules {
@@ -69,6 +75,7 @@ impl Rules {
             ubuf_single_segment: at_least(6, 4),
             native_iovec_elementwise: at_least(6, 4),
             gup_expands_stack,
+            vvar_io: !at_least(7, 3),
         }
     }
 }
@@ -95,6 +102,9 @@ pub struct Prediction {
     pub trace: Vec<String>,
     /// What moved, in order; later copies overwrite earlier ones.
     pub copies: Vec<Copy>,
+    /// The special mappings (vdso, vvar) at the addresses the prediction used: a copy from
+    /// the vdso has external source bytes, which the checker reads (the model never does).
+    pub mappings: Vec<Region>,
 }
 
 impl Prediction {
@@ -133,11 +143,23 @@ enum Access {
     UserWrite,
 }
 
-/// Whether `access` may touch a (backed) byte of `r`.
-fn region_allows(r: &Region, access: Access, pku: bool) -> bool {
+/// Whether `access` may touch a (backed) byte of `r`. `vvar_io`: [`Rules::vvar_io`].
+fn region_allows(r: &Region, access: Access, pku: bool, vvar_io: bool) -> bool {
     // check_vma_flags: `if (vma_is_secretmem(vma)) return -EFAULT;` (5.14+). The owner's
     // own user copies go through its page tables and work.
     if r.kind == RegionKind::Secretmem && matches!(access, Access::PinRead | Access::PinWrite) {
+        return false;
+    }
+    // check_vma_flags: `if (vm_flags & (VM_IO | VM_PFNMAP)) return -EFAULT;` first of all. The
+    // vDSO data mappings are VM_IO|VM_PFNMAP (x86 `map_vdso`, 5.10 to 6.12, and
+    // `[vvar_vclock]` later) or VM_IO|VM_MIXEDMAP (lib/vdso/datastore.c
+    // `vdso_install_vvar_mapping`): never pinnable.
+    let io = match r.kind {
+        RegionKind::Vvar => vvar_io,
+        RegionKind::VvarVclock => true,
+        _ => false,
+    };
+    if io && matches!(access, Access::PinRead | Access::PinWrite) {
         return false;
     }
     prot_allows(r.prot, access, pku)
@@ -151,6 +173,7 @@ fn prot_allows(prot: Prot, access: Access, pku: bool) -> bool {
         Prot::Wo => (false, true, false),
         Prot::Xo => (false, false, true),
         Prot::Rwx => (true, true, true),
+        Prot::Rx => (true, false, true),
     };
     match access {
         Access::PinRead => r,
@@ -164,6 +187,7 @@ struct View<'a> {
     regions: Vec<&'a Region>,
     arrays: &'a [ArrayImage],
     pku: bool,
+    vvar_io: bool,
 }
 
 enum Area<'a> {
@@ -193,7 +217,8 @@ impl<'a> View<'a> {
         loop {
             let end = match self.area(cur) {
                 Some(Area::Region(r))
-                    if region_allows(r, access, self.pku) && cur < r.start + r.backed_len() =>
+                    if region_allows(r, access, self.pku, self.vvar_io)
+                        && cur < r.start + r.backed_len() =>
                 {
                     r.start + r.backed_len()
                 }
@@ -263,6 +288,7 @@ impl<'a> Model<'a> {
             .target_regions
             .iter()
             .chain(&self.plan.caller_regions)
+            .chain(&self.plan.special_regions)
         {
             if addr >= r.start && addr < r.end() {
                 return format!("{}+{}", r.name, addr - r.start);
@@ -573,6 +599,9 @@ struct LocalStream {
 
 /// Predicts the outcome of the plan's call on a system with these facts.
 pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
+    // Special mappings (vdso, vvar) at the addresses the facts give.
+    let bound = plan.bind(facts);
+    let plan: &Plan = &bound;
     let pku = facts.pku;
     let shared = plan.target_shares_caller_mm();
     let rules = Rules::for_version(facts.version);
@@ -582,6 +611,9 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
         caller_regions.extend(plan.target_regions.iter());
         target_regions.extend(plan.caller_regions.iter());
     }
+    // Every process of a case is a fork of the harness: same vdso and vvar.
+    caller_regions.extend(plan.special_regions.iter());
+    target_regions.extend(plan.special_regions.iter());
     // Stack expansion below `growsdown` regions, bounded by RLIMIT_STACK (acct_stack_growth
     // checks the expanded size against the rlimit of `current`, the caller). A user fault
     // expands on every kernel; GUP only where the rules say so.
@@ -616,11 +648,13 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
             regions: caller_regions,
             arrays: &plan.arrays,
             pku,
+            vvar_io: rules.vvar_io,
         },
         target: View {
             regions: target_regions,
             arrays: if shared { &plan.arrays } else { &[] },
             pku,
+            vvar_io: rules.vvar_io,
         },
         trace: Vec::new(),
     };
@@ -633,6 +667,7 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
         detail,
         trace: m.trace,
         copies,
+        mappings: plan.special_regions.clone(),
     }
 }
 

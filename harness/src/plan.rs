@@ -19,6 +19,8 @@ use crate::case::{
     RegionSpec, Syscall, TargetKind, TargetParent,
 };
 use crate::expr::PAGE;
+use crate::facts::{Facts, Span};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Which process an address belongs to.
@@ -48,6 +50,74 @@ const THP_ALIGN: u64 = 2 << 20;
 pub const STACK_GUARD_GAP: u64 = 256 * PAGE;
 /// The vsyscall page on x86-64 (`VSYSCALL_ADDR`), the only gate area.
 pub const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
+
+/// A mapping the kernel makes in every process at exec (the x86-64 vDSO and its data pages),
+/// named in case files as `vdso`, `vvar` or `vvar_vclock`. The target and the caller are forks
+/// of the harness, so they have the harness's own mappings at the same addresses; those are a
+/// runtime fact ([`Facts::special`]). A plan built from a case holds a placeholder address for
+/// each use (non-canonical, so it can never be mistaken for a real one) until
+/// [`Plan::bind`] replaces it with the address the facts give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Vdso,
+    Vvar,
+    VvarVclock,
+}
+
+const SPECIAL_BASE: u64 = 0x5a00_0000_0000_0000;
+const SPECIAL_STRIDE: u64 = 1 << 48;
+/// How far an offset from a special name may reach (either way).
+const SPECIAL_REACH: u64 = 1 << 40;
+
+impl Special {
+    pub const ALL: [Special; 3] = [Special::Vdso, Special::Vvar, Special::VvarVclock];
+    /// The name in case files, and the `/proc/self/maps` name without brackets.
+    pub fn name(self) -> &'static str {
+        match self {
+            Special::Vdso => "vdso",
+            Special::Vvar => "vvar",
+            Special::VvarVclock => "vvar_vclock",
+        }
+    }
+    fn placeholder(self) -> u64 {
+        SPECIAL_BASE + self as u64 * SPECIAL_STRIDE
+    }
+    pub fn feature(self) -> Feature {
+        match self {
+            Special::Vdso => Feature::Vdso,
+            Special::Vvar => Feature::Vvar,
+            Special::VvarVclock => Feature::VvarVclock,
+        }
+    }
+    /// The special name and offset a placeholder address stands for.
+    pub fn of_placeholder(addr: u64) -> Option<(Special, i64)> {
+        Special::ALL.into_iter().find_map(|s| {
+            let d = addr.wrapping_sub(s.placeholder()) as i64;
+            (d.unsigned_abs() < SPECIAL_REACH).then_some((s, d))
+        })
+    }
+    /// The region the model sees for this mapping at `span`. The vdso text is
+    /// `VM_READ|VM_EXEC|VM_MAYWRITE` (arch/x86/entry/vdso/vma.c `map_vdso`); the data pages are
+    /// `VM_READ|VM_IO|VM_PFNMAP` (`VM_MIXEDMAP` for the generic datastore's `[vvar]`).
+    pub fn region(self, span: Span) -> Region {
+        let (prot, kind) = match self {
+            Special::Vdso => (Prot::Rx, RegionKind::Vdso),
+            Special::Vvar => (Prot::Ro, RegionKind::Vvar),
+            Special::VvarVclock => (Prot::Ro, RegionKind::VvarVclock),
+        };
+        Region {
+            name: self.name().into(),
+            side: Side::Target,
+            tag: 0,
+            start: span.start,
+            len: span.len,
+            prot,
+            kind,
+            file_size: None,
+            fill: Fill::Untouched,
+        }
+    }
+}
 
 /// A mapped (or deliberately unmapped) range at a fixed address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,9 +279,46 @@ pub struct Plan {
     pub stack_windows: Vec<Region>,
     pub call: Call,
     pub expect: Option<Expect>,
+    /// The special mappings the case names (`vdso`, `vvar`, `vvar_vclock`).
+    pub specials: Vec<Special>,
+    /// Every special mapping of the harness at its real address: empty until
+    /// [`Plan::bind`], then all the facts know of (so an access running into a neighbour is
+    /// judged and named right).
+    pub special_regions: Vec<Region>,
 }
 
 impl Plan {
+    /// The plan with every special-name placeholder replaced by the real address from the
+    /// facts (and the iovec arrays re-encoded). Plans that name none are returned as they are.
+    /// A special mapping the facts lack leaves its placeholder (the case is skipped anyway).
+    pub fn bind(&self, facts: &Facts) -> Cow<'_, Plan> {
+        if self.specials.is_empty() {
+            return Cow::Borrowed(self);
+        }
+        let mut p = self.clone();
+        let map = |v: u64| match Special::of_placeholder(v) {
+            Some((s, d)) => facts
+                .special(s)
+                .map_or(v, |span| span.start.wrapping_add(d as u64)),
+            None => v,
+        };
+        for iov in p.call.local.iter_mut().chain(p.call.remote.iter_mut()) {
+            iov.base = map(iov.base);
+        }
+        for a in &mut p.arrays {
+            let list = if a.name == "lvec" {
+                &p.call.local
+            } else {
+                &p.call.remote
+            };
+            a.bytes = encode_iovs(list, p.call.entry);
+        }
+        p.special_regions = Special::ALL
+            .into_iter()
+            .filter_map(|s| facts.special(s).map(|span| s.region(span)))
+            .collect();
+        Cow::Owned(p)
+    }
     /// Target regions live in the caller's own address space for these kinds.
     pub fn target_shares_caller_mm(&self) -> bool {
         matches!(
@@ -475,6 +582,9 @@ const RESERVED: &[&str] = &[
     "hole",
     "guard",
     "vsyscall",
+    "vdso",
+    "vvar",
+    "vvar_vclock",
 ];
 
 /// The expansion windows below a side's `growsdown` regions (see [`Plan::stack_windows`]).
@@ -530,12 +640,15 @@ fn resolve_addr(
         "hole" => hole,
         "guard" => guard,
         "vsyscall" => VSYSCALL,
+        "vdso" => Special::Vdso.placeholder(),
+        "vvar" => Special::Vvar.placeholder(),
+        "vvar_vclock" => Special::VvarVclock.placeholder(),
         _ => regions.iter().find(|r| r.name == name).map(|r| r.start).ok_or_else(|| {
             let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
             PlanError::new(
                 field,
                 format!(
-                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall)",
+                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall, vdso, vvar, vvar_vclock)",
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 ),
             )
@@ -657,7 +770,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     if entry == Entry::Compat && !features.contains(&Feature::Compat) {
         features.push(Feature::Compat);
     }
-    let requires = Requirements {
+    let mut requires = Requirements {
         root: r.root || case.caller.creds.is_some() || case.target.creds.is_some(),
         caps: caps_req,
         min_kernel: r
@@ -707,6 +820,37 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         expand_iovs(&call.local, &caller_regions, chole, cguard, "call.local")?;
     let (remote, remote_groups) =
         expand_iovs(&call.remote, &target_regions, thole, tguard, "call.remote")?;
+    let mut specials: Vec<Special> = Vec::new();
+    for (side, list) in [("call.local", &local), ("call.remote", &remote)] {
+        for (i, v) in list.iter().enumerate() {
+            let Some((s, _)) = Special::of_placeholder(v.base) else {
+                continue;
+            };
+            if entry == Entry::Compat {
+                return Err(PlanError::new(
+                    format!("{side}[{i}]"),
+                    format!(
+                        "the {} of a 64-bit process lies above 4 GiB: a compat case cannot name it",
+                        s.name()
+                    ),
+                )
+                .at(&v.label));
+            }
+            if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {
+                return Err(PlanError::new(
+                    format!("{side}[{i}]"),
+                    format!("reading the {} as a local source is not modelled (its contents change and which of its pages fault depends on the clock source)", s.name()),
+                )
+                .at(&v.label));
+            }
+            if !specials.contains(&s) {
+                specials.push(s);
+                if !requires.features.contains(&s.feature()) {
+                    requires.features.push(s.feature());
+                }
+            }
+        }
+    }
     if entry == Entry::Compat {
         for (side, list) in [("call.local", &local), ("call.remote", &remote)] {
             for (i, v) in list.iter().enumerate() {
@@ -767,6 +911,18 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         Some(e) => resolve_addr(e, &caller_regions, chole, cguard, "call.rvec")?,
         None => rvec_img.addr,
     };
+    for (f, v, e) in [
+        ("call.lvec", lvec, &call.lvec),
+        ("call.rvec", rvec, &call.rvec),
+    ] {
+        if Special::of_placeholder(v).is_some() {
+            return Err(PlanError::new(
+                f,
+                "an iovec array in the vdso or vvar is not modelled (the model never reads their contents)",
+            )
+            .at(e.as_deref().unwrap_or("")));
+        }
+    }
     if call.lvec.is_none() {
         arrays.push(lvec_img);
     }
@@ -960,5 +1116,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             rvec_label: call.rvec.clone(),
         },
         expect,
+        specials,
+        special_regions: Vec::new(),
     })
 }

@@ -189,3 +189,49 @@ pub fn explain(
     }
     out
 }
+
+/// What an insta snapshot holds for one case on one kernel series: names and counts only
+/// (status, the kernel's result, the model's prediction, the deciding step, the skip reason),
+/// never addresses or pids. The host test (harness/tests/cases.rs) and the kernel matrix test
+/// (kernel-matrix/tests/matrix.rs) both write this into `snapshots/<series>/`, so a case
+/// has one snapshot per series whichever way it ran.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    pub status: Status,
+    pub kernel: Option<String>,
+    pub model: Option<String>,
+    pub decided_by: Option<String>,
+    pub skip_reason: Option<String>,
+}
+
+impl Snapshot {
+    pub fn of(r: &CaseResult) -> Snapshot {
+        Snapshot {
+            status: r.status,
+            kernel: r.observed.map(result_string),
+            model: r.prediction.as_ref().map(|p| p.result_string()),
+            decided_by: r.prediction.as_ref().map(|p| p.decided_by.to_string()),
+            skip_reason: (r.status == Status::Skip)
+                .then(|| r.reason.clone())
+                .flatten(),
+        }
+    }
+
+    /// The same from one entry of `run --format json` (what a VM guest sends back).
+    pub fn of_json(v: &serde_json::Value) -> Snapshot {
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        let status = match v["status"].as_str() {
+            Some("pass") => Status::Pass,
+            Some("fail") => Status::Fail,
+            Some("skip") => Status::Skip,
+            _ => Status::Broken,
+        };
+        Snapshot {
+            status,
+            kernel: s("observed"),
+            model: s("expected"),
+            decided_by: s("decided_by"),
+            skip_reason: (status == Status::Skip).then(|| s("reason")).flatten(),
+        }
+    }
+}

@@ -336,3 +336,43 @@ pub fn run_all_with(
         .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect()
 }
+
+/// Runs plans in passes by the Yama `ptrace_scope` they require: first the cases that require
+/// none, at whatever scope the machine has, then, for each required scope in ascending order
+/// (3 last: it can never be lowered again), the cases that require it. Only when `set_scope`
+/// is true (inside a kernel-matrix VM, which is thrown away afterwards) is the scope written;
+/// otherwise those cases meet a different scope and skip on their requirement. Facts are read
+/// afresh for each pass. Returns the results in plan order and the first pass's facts.
+pub fn run_in_scope_passes(
+    plans: &[Plan],
+    opts: &Options,
+    jobs: usize,
+    set_scope: bool,
+    done: &(dyn Fn(&CaseResult) + Sync),
+) -> (Vec<CaseResult>, Facts) {
+    let mut scopes: Vec<Option<u8>> = plans.iter().map(|p| p.requires.yama_scope).collect();
+    scopes.sort();
+    scopes.dedup();
+    let mut first_facts = None;
+    let mut out: Vec<Option<CaseResult>> = plans.iter().map(|_| None).collect();
+    for scope in scopes {
+        if let (Some(s), true) = (scope, set_scope) {
+            // Without Yama the file is absent and these cases skip on the requirement.
+            let _ = std::fs::write("/proc/sys/kernel/yama/ptrace_scope", s.to_string());
+        }
+        let facts = Facts::detect();
+        let idx: Vec<usize> = (0..plans.len())
+            .filter(|&i| plans[i].requires.yama_scope == scope)
+            .collect();
+        let batch: Vec<Plan> = idx.iter().map(|&i| plans[i].clone()).collect();
+        let results = run_all_with(&batch, &facts, opts, jobs, done);
+        for (i, r) in idx.into_iter().zip(results) {
+            out[i] = Some(r);
+        }
+        first_facts.get_or_insert(facts);
+    }
+    (
+        out.into_iter().flatten().collect(),
+        first_facts.unwrap_or_else(Facts::detect),
+    )
+}

@@ -1,60 +1,70 @@
 //! Every case under cases/ on the running kernel, as insta snapshots per kernel series
 //! (`snapshots/<major.minor>/`). A snapshot holds names and counts only — status, the
 //! kernel's result, the model's prediction and the deciding step — never addresses or pids,
-//! so any change in kernel behaviour is a reviewable diff.
+//! so any change in kernel behaviour is a reviewable diff. The kernel matrix test
+//! (kernel-matrix/tests/matrix.rs) writes the other series' snapshots into the same tree, and
+//! this test reads them when it runs inside a matrix kernel (`cargo vmtest`).
 
 use pvmtest::exec::Options;
-use pvmtest::facts::Facts;
 use pvmtest::runner::{self, Status};
-use serde::Serialize;
 use std::cell::RefCell;
-
-#[derive(Serialize)]
-struct Snap {
-    status: Status,
-    kernel: Option<String>,
-    model: Option<String>,
-    decided_by: Option<&'static str>,
-    skip_reason: Option<String>,
-}
+use std::collections::HashMap;
 
 #[test]
 fn cases() {
-    let facts = Facts::detect();
+    // Run everything first, in Yama passes (scopes are only ever set inside a kernel-matrix
+    // VM, which says so with PVMTEST_GUEST=1), then assert one snapshot per file.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+    let files = runner::collect(&[dir]).expect("cases/");
+    let mut bad = Vec::new();
+    let mut plans = Vec::new();
+    for f in &files {
+        match runner::load(f) {
+            Ok(p) => plans.push(p),
+            Err(e) => bad.push(format!("invalid: {e}")),
+        }
+    }
+    let in_vm = std::env::var_os("PVMTEST_GUEST").is_some();
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = Options {
+        // Under QEMU's TCG the MAX_RW_COUNT cases take the kernel several seconds to copy.
+        timeout: std::time::Duration::from_secs(if in_vm { 60 } else { 5 }),
+        ..Options::default()
+    };
+    let (results, facts) = runner::run_in_scope_passes(&plans, &opts, jobs, in_vm, &|_| {});
+    let by_id: HashMap<String, runner::CaseResult> = results
+        .into_iter()
+        .map(|r| (r.plan.id.clone(), r))
+        .collect();
     let series = format!("{}.{}", facts.version.0, facts.version.1);
-    let bad = RefCell::new(Vec::new());
+    let bad = RefCell::new(bad);
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(format!("snapshots/{series}"));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.bind(|| {
         insta::glob!("../../cases", "**/*.yaml", |path| {
-            let plan = match runner::load(path) {
-                Ok(p) => p,
-                Err(e) => {
-                    bad.borrow_mut().push(format!("invalid: {e}"));
-                    return;
-                }
+            let Some(r) = by_id.get(&runner::case_id(path)) else {
+                return; // invalid, reported above
             };
-            let r = runner::run_case(&plan, &facts, &Options::default());
             if matches!(r.status, Status::Fail | Status::Broken) {
-                bad.borrow_mut().push(format!(
+                let line = format!(
                     "{:?} {}: {}\n    {}",
                     r.status,
-                    plan.id,
-                    pvmtest::report::failure_line(&r),
+                    r.plan.id,
+                    pvmtest::report::failure_line(r),
                     r.reason.clone().unwrap_or_default()
-                ));
+                );
+                // Shown even when a snapshot assertion ends the test first.
+                eprintln!("{line}");
+                bad.borrow_mut().push(line);
             }
-            let snap = Snap {
-                status: r.status,
-                kernel: r.observed.map(pvmtest::check::result_string),
-                model: r.prediction.as_ref().map(|p| p.result_string()),
-                decided_by: r.prediction.as_ref().map(|p| p.decided_by),
-                skip_reason: (r.status == Status::Skip)
-                    .then(|| r.reason.clone())
-                    .flatten(),
-            };
+            // The same snapshot a kernel-matrix guest run produces from JSON.
+            let snap = pvmtest::report::Snapshot::of(r);
+            assert_eq!(
+                snap,
+                pvmtest::report::Snapshot::of_json(&pvmtest::report::json_result(r))
+            );
             insta::assert_yaml_snapshot!(snap);
         });
     });

@@ -491,3 +491,76 @@ fn yama_scope_one_exceptions() {
         "perm_yama",
     );
 }
+
+#[test]
+fn vdso_pins_for_read_only_and_vvar_never() {
+    let read = |base: &str| {
+        simple(&format!("  syscall: readv\n  local: [{{base: buf, len: 64}}]\n  remote: [{{base: {base}, len: 64}}]\n"))
+    };
+    let write = |base: &str| {
+        simple(&format!("  syscall: writev\n  local: [{{base: buf, len: 64}}]\n  remote: [{{base: {base}, len: 64}}]\n"))
+    };
+    let p = model(&read("vdso+8"));
+    assert_ok(&p, 64, "complete");
+    // The bytes come from the harness's vdso: the copy records its real address, and the
+    // prediction carries the mapping so the checker can read it.
+    let vdso = Facts::example(V612).vdso.unwrap();
+    assert_eq!(p.copies[0].remote, vdso.start + 8);
+    assert!(p.mappings.iter().any(|m| m.name == "vdso"));
+    assert_err(&model(&write("vdso")), libc::EFAULT, "remote_fault");
+    assert_err(&model(&read("vvar")), libc::EFAULT, "remote_fault");
+    assert_err(&model(&write("vvar")), libc::EFAULT, "remote_fault");
+    // Below the vdso lies the data mapping: [vvar] up to 6.12, [vvar_vclock] later.
+    let p = model(&read("vdso-8"));
+    assert_eq!(p.detail.as_deref(), Some("at vvar+16376"));
+    let p = model_on((7, 2, 0), &read("vdso-8"), |_| {});
+    assert_eq!(p.detail.as_deref(), Some("at vvar_vclock+8184"));
+    // A readv into the vdso faults at its first byte.
+    let y = simple(
+        "  syscall: readv\n  local: [{base: vdso, len: 64}]\n  remote: [{base: data, len: 64}]\n",
+    );
+    assert_err(&model(&y), libc::EFAULT, "local_fault");
+}
+
+#[test]
+fn special_names_are_validated() {
+    let bad = |call: &str| {
+        load_str("t.yaml", "t", &simple(call))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = bad("  syscall: readv\n  entry: compat\n  local: [{base: buf, len: 1}]\n  remote: [{base: vdso, len: 1}]\n");
+    assert!(e.contains("above 4 GiB"), "{e}");
+    let e = bad(
+        "  syscall: writev\n  local: [{base: vvar, len: 1}]\n  remote: [{base: data, len: 1}]\n",
+    );
+    assert!(e.contains("not modelled"), "{e}");
+    let e = bad("  syscall: readv\n  lvec: vdso\n  local: [{base: buf, len: 1}]\n  remote: [{base: data, len: 1}]\n");
+    assert!(e.contains("not modelled"), "{e}");
+    // Naming a mapping requires it, so a kernel without it skips the case.
+    let plan = load_str("t.yaml", "t", &simple("  syscall: readv\n  local: [{base: buf, len: 1}]\n  remote: [{base: vvar_vclock, len: 1}]\n")).unwrap();
+    let facts = Facts::example(V612);
+    assert!(
+        pvmtest::check::unmet_requirement(&plan, &facts).is_some_and(|w| w.contains("vvar_vclock"))
+    );
+}
+
+#[test]
+fn vvar_io_is_version_gated() {
+    let y = simple(
+        "  syscall: readv\n  local: [{base: buf, len: 64}]\n  remote: [{base: vvar, len: 64}]\n",
+    );
+    assert_err(
+        &model_on((7, 2, 13), &y, |_| {}),
+        libc::EFAULT,
+        "remote_fault",
+    );
+    // 7.3: [vvar] without VM_IO is pinnable; [vvar_vclock] keeps VM_IO|VM_PFNMAP.
+    assert_ok(&model_on((7, 3, 4), &y, |_| {}), 64, "complete");
+    let y = y.replace("base: vvar,", "base: vvar_vclock,");
+    assert_err(
+        &model_on((7, 3, 4), &y, |_| {}),
+        libc::EFAULT,
+        "remote_fault",
+    );
+}

@@ -73,6 +73,23 @@ pub struct Common {
     pub timeout: u64,
 }
 
+impl Default for Common {
+    /// The command-line defaults: builtin list, mirror and cache from the environment,
+    /// online, accel auto, built harness, 3072 MiB, 600 s.
+    fn default() -> Common {
+        Common {
+            kernels: None,
+            mirror: None,
+            cache_dir: None,
+            offline: false,
+            accel: AccelChoice::Auto,
+            harness: None,
+            memory_mib: 3072,
+            timeout: 600,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Boot kernels and run the catalogue in each; print the case × kernel table.

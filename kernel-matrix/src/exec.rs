@@ -38,12 +38,20 @@ pub fn exec(common: &Common, kernel: Option<String>, argv: &[String]) -> Result<
     let mut fs = Initramfs::new();
     fs.file("/init", &harness)?;
     add_program(&mut fs, &program)?;
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
     if let Some(ws) = workspace_of(&cwd) {
         fs.tree(
             &ws.to_string_lossy(),
             &ws,
             &["target", ".git", "node_modules"],
         )?;
+        // insta finds the workspace with `cargo metadata`, and there is no cargo inside.
+        if !env.iter().any(|(k, _)| k == "INSTA_WORKSPACE_ROOT") {
+            env.push((
+                "INSTA_WORKSPACE_ROOT".into(),
+                ws.to_string_lossy().into_owned(),
+            ));
+        }
     }
     let mut args = vec![program.to_string_lossy().into_owned()];
     args.extend(argv[1..].iter().cloned());
@@ -51,7 +59,7 @@ pub fn exec(common: &Common, kernel: Option<String>, argv: &[String]) -> Result<
         task: Task::Exec {
             argv: args,
             cwd: cwd.to_string_lossy().into_owned(),
-            env: std::env::vars().collect(),
+            env,
         },
         hugepages: 64,
     };

@@ -18,6 +18,7 @@ fn prot_bits(p: Prot) -> i32 {
         Prot::Wo => libc::PROT_WRITE,
         Prot::Xo => libc::PROT_EXEC,
         Prot::Rwx => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        Prot::Rx => libc::PROT_READ | libc::PROT_EXEC,
     }
 }
 
@@ -65,7 +66,11 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             RegionKind::FileShared | RegionKind::MemfdShared => {
                 (libc::MAP_SHARED, fds[i].unwrap_or(-1))
             }
-            RegionKind::Hole => unreachable!(),
+            // Holes stay unmapped; the kernel's special mappings are never built (a plan never
+            // lists them as regions).
+            RegionKind::Hole | RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => {
+                unreachable!()
+            }
         };
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping: it fails with EEXIST
         // instead, so nothing this process uses can be clobbered.
@@ -156,7 +161,7 @@ pub fn dump(regions: &[Region], fd: RawFd) -> bool {
         if len == 0 {
             continue;
         }
-        if !matches!(r.prot, Prot::Rw | Prot::Ro | Prot::Rwx) {
+        if !matches!(r.prot, Prot::Rw | Prot::Ro | Prot::Rwx | Prot::Rx) {
             // SAFETY: this process's own mapping; making it readable does not move it.
             if unsafe {
                 libc::mprotect(

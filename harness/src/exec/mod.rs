@@ -528,6 +528,9 @@ fn proc_state(pid: i32) -> Option<char> {
 
 /// Runs the plan's call on the running kernel. `Err` is a setup failure (the case is broken).
 pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, String> {
+    // Special mappings (vdso, vvar) at the harness's addresses, which every child inherits.
+    let bound = plan.bind(facts);
+    let plan: &Plan = &bound;
     // The harness holds the files; children inherit the descriptors to map them.
     let target_files = files_for(&plan.target_regions)?;
     let caller_files = files_for(&plan.caller_regions)?;

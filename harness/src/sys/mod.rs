@@ -30,6 +30,16 @@ pub struct RawArgs {
     pub flags: u64,
 }
 
+/// `len` bytes of this process's own memory at `addr`, read through `/proc/self/mem` (so an
+/// unreadable address is an error, not a fault). Used for the vdso bytes a copy moved.
+pub fn own_memory(addr: u64, len: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/mem").ok()?;
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    f.read_exact_at(&mut buf, addr).ok()?;
+    Some(buf)
+}
+
 pub const NR_READV_64: libc::c_long = libc::SYS_process_vm_readv;
 pub const NR_WRITEV_64: libc::c_long = libc::SYS_process_vm_writev;
 pub const NR_READV_32: u32 = 347;
