@@ -272,6 +272,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 ks[0].id,
                 ks[1].id
             );
+            let w = ks.iter().map(|k| k.id.len()).max().unwrap_or(0);
             for (case, per) in &diffs {
                 let call = per
                     .values()
@@ -283,7 +284,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     let o = per
                         .get(&k.id)
                         .map_or("not run".to_string(), report::Outcome::long);
-                    println!("  {:>10}: {o}", k.id);
+                    println!("  {:>w$}: {o}", k.id);
                 }
             }
             let broken = ks.iter().any(|k| k.status != "ok");

@@ -208,15 +208,24 @@ fn exec_returns_output_and_status() {
 }
 
 /// compare prints the cases whose outcome changed, with the call and both outcomes, and
-/// exits 1. 5.10.223 still grows a stack from GUP; 6.1.176 does not.
+/// exits 1. 5.10.223 still grows a stack from GUP; 6.1.176 does not. The candidate is given
+/// as an image path, as a developer's own bzImage would be, so this also covers
+/// `--kernel-image`: its version comes from the image header.
 #[test]
 fn compare_lists_changed_cases() {
     if !vms_available("compare_lists_changed_cases") {
         return;
     }
     let t = tag("compare");
+    let fetched = km(&t).args(["fetch", "--kernel", "5.10"]).output().unwrap();
+    assert!(fetched.status.success(), "{fetched:?}");
+    let line = String::from_utf8_lossy(&fetched.stdout).into_owned();
+    let image = line
+        .split_whitespace()
+        .last()
+        .expect("fetch prints the image path");
     let out = km(&t)
-        .args(["compare", "--baseline", "6.1", "--candidate", "5.10"])
+        .args(["compare", "--baseline", "6.1", "--candidate", image])
         .args(["--accel", "tcg"])
         .arg("--cases")
         .arg(ws().join("cases/growsdown"))
@@ -224,10 +233,15 @@ fn compare_lists_changed_cases() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let local = "local-5.10.0-32-cloud-amd64";
+    assert!(
+        stdout.contains(&format!("{local} (5.10.0-32-cloud-amd64, tcg)")),
+        "{stdout}"
+    );
     assert!(stdout.contains("growsdown/readv_just_below\n"), "{stdout}");
     assert!(stdout.contains("remote=[{stack-4096,4096}]"), "{stdout}");
     assert!(stdout.contains("6.1: EFAULT"), "{stdout}");
-    assert!(stdout.contains("5.10: 4096"), "{stdout}");
+    assert!(stdout.contains(&format!("{local}: 4096")), "{stdout}");
     assert!(!stdout.contains("growsdown/readv_inside\n"), "{stdout}");
     assert!(
         leftovers(&t).is_empty(),
