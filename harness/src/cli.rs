@@ -66,19 +66,7 @@ fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
 
 /// Loads every case; returns the valid plans and prints one line per bad file to stderr.
 fn load_all(paths: Vec<PathBuf>) -> Result<(Vec<crate::plan::Plan>, usize), LoadError> {
-    let files = runner::collect(&default_paths(paths))?;
-    let mut plans = Vec::new();
-    let mut bad = 0;
-    for f in files {
-        match runner::load(&f) {
-            Ok(p) => plans.push(p),
-            Err(e) => {
-                bad += 1;
-                eprintln!("error: {e}");
-            }
-        }
-    }
-    Ok((plans, bad))
+    runner::load_all(&default_paths(paths), &mut |e| eprintln!("error: {e}"))
 }
 
 /// Runs the CLI; returns the exit status (0 ok, 1 failures, 2 bad input).

@@ -145,7 +145,12 @@ fn setup() -> Result<GuestConfig, String> {
     mnt("proc", "/proc", "proc")?;
     mnt("sysfs", "/sys", "sysfs")?;
     mnt("devtmpfs", "/dev", "devtmpfs")?;
-    mnt("tmpfs", "/tmp", "tmpfs")?;
+    // The initramfs root is already a writable tmpfs; a fresh tmpfs on /tmp would hide
+    // whatever the host put there (an `exec` from a workspace under /tmp).
+    let tmp_has_files = std::fs::read_dir("/tmp").is_ok_and(|mut d| d.next().is_some());
+    if !tmp_has_files {
+        mnt("tmpfs", "/tmp", "tmpfs")?;
+    }
     mnt("tmpfs", "/dev/shm", "tmpfs")?;
     for port in ["/dev/ttyS1", "/dev/ttyS2", "/dev/ttyS3"] {
         raw_tty(port)?;
@@ -223,24 +228,15 @@ fn run_task(paths: &[String], jobs: usize, timeout_ms: u64) -> i32 {
         let _ = o.write_all(l.render().as_bytes());
         let _ = o.flush();
     };
-    let files = match runner::collect(&paths.iter().map(PathBuf::from).collect::<Vec<_>>()) {
-        Ok(f) => f,
-        Err(e) => {
-            console(&format!("pvmtest guest: {e}"));
-            return 2;
-        }
-    };
-    let mut plans = Vec::new();
-    let mut bad = 0;
-    for f in files {
-        match runner::load(&f) {
-            Ok(p) => plans.push(p),
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let (plans, bad) =
+        match runner::load_all(&paths, &mut |e| console(&format!("pvmtest guest: {e}"))) {
+            Ok(v) => v,
             Err(e) => {
-                bad += 1;
                 console(&format!("pvmtest guest: {e}"));
+                return 2;
             }
-        }
-    }
+        };
     send(Line::Total(plans.len()));
     let opts = Options {
         timeout: Duration::from_millis(timeout_ms),
@@ -291,7 +287,11 @@ fn exec_task(argv: &[String], cwd: &str, env: &[(String, String)]) -> i32 {
             128 + s.signal().unwrap_or(0)
         }),
         Err(e) => {
-            console(&format!("pvmtest guest: cannot run {prog}: {e}"));
+            let msg = format!("pvmtest guest: cannot run {prog} in {cwd}: {e}");
+            console(&msg);
+            if let Ok(mut err) = open("/dev/ttyS2") {
+                let _ = writeln!(err, "{msg}");
+            }
             127
         }
     }

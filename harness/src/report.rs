@@ -220,12 +220,7 @@ impl Snapshot {
     /// The same from one entry of `run --format json` (what a VM guest sends back).
     pub fn of_json(v: &serde_json::Value) -> Snapshot {
         let s = |k: &str| v[k].as_str().map(str::to_string);
-        let status = match v["status"].as_str() {
-            Some("pass") => Status::Pass,
-            Some("fail") => Status::Fail,
-            Some("skip") => Status::Skip,
-            _ => Status::Broken,
-        };
+        let status = Status::from_name(v["status"].as_str());
         Snapshot {
             status,
             kernel: s("observed"),

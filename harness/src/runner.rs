@@ -66,6 +66,26 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Loads every case under `paths`; returns the valid plans and the number of invalid files,
+/// each of which is handed to `bad` (to print) and never run.
+pub fn load_all(
+    paths: &[PathBuf],
+    bad: &mut dyn FnMut(&LoadError),
+) -> Result<(Vec<Plan>, usize), LoadError> {
+    let mut plans = Vec::new();
+    let mut n_bad = 0;
+    for f in collect(paths)? {
+        match load(&f) {
+            Ok(p) => plans.push(p),
+            Err(e) => {
+                n_bad += 1;
+                bad(&e);
+            }
+        }
+    }
+    Ok((plans, n_bad))
+}
+
 /// `group/name` for `…/cases/group/name.yaml`, else the file stem.
 pub fn case_id(path: &Path) -> String {
     let comps: Vec<String> = path
@@ -206,9 +226,13 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(results: &[CaseResult]) -> Summary {
+        Summary::of_statuses(results.iter().map(|r| r.status))
+    }
+
+    pub fn of_statuses(statuses: impl IntoIterator<Item = Status>) -> Summary {
         let mut s = Summary::default();
-        for r in results {
-            match r.status {
+        for st in statuses {
+            match st {
                 Status::Pass => s.pass += 1,
                 Status::Fail => s.fail += 1,
                 Status::Skip => s.skip += 1,
@@ -216,6 +240,18 @@ impl Summary {
             }
         }
         s
+    }
+}
+
+impl Status {
+    /// From the JSON name (`"pass"`, …); anything else is `Broken`.
+    pub fn from_name(name: Option<&str>) -> Status {
+        match name {
+            Some("pass") => Status::Pass,
+            Some("fail") => Status::Fail,
+            Some("skip") => Status::Skip,
+            _ => Status::Broken,
+        }
     }
 }
 

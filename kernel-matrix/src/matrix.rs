@@ -351,27 +351,15 @@ impl RunOptions {
 }
 
 /// Counts of case outcomes on one kernel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Counts {
-    pub pass: usize,
-    pub fail: usize,
-    pub skip: usize,
-    pub broken: usize,
-}
+pub type Counts = pvmtest::runner::Summary;
 
-impl Counts {
-    pub fn of(results: &[Value]) -> Counts {
-        let mut c = Counts::default();
-        for r in results {
-            match r["status"].as_str() {
-                Some("pass") => c.pass += 1,
-                Some("fail") => c.fail += 1,
-                Some("skip") => c.skip += 1,
-                _ => c.broken += 1,
-            }
-        }
-        c
-    }
+/// The counts of results as the guest sent them (`run --format json` entries).
+pub fn counts(results: &[Value]) -> Counts {
+    Counts::of_statuses(
+        results
+            .iter()
+            .map(|r| pvmtest::runner::Status::from_name(r["status"].as_str())),
+    )
 }
 
 /// One kernel's result: `ok` (the guest ran the catalogue and reported) or `broken`.
@@ -534,7 +522,7 @@ fn run_one(
             }
         }
     }
-    res.summary = Counts::of(&res.results);
+    res.summary = counts(&res.results);
     res
 }
 

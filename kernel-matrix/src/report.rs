@@ -342,7 +342,7 @@ pub fn write_dir(
 mod tests {
     use super::*;
     use crate::boot::Accel;
-    use crate::matrix::Counts;
+    use crate::matrix::counts;
 
     fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
         KernelResult {
@@ -356,7 +356,7 @@ mod tests {
             failure: None,
             boot_s: Some(3.0),
             run_s: 10.0,
-            summary: Counts::of(&results),
+            summary: counts(&results),
             facts: None,
             total: Some(results.len()),
             results,

@@ -177,20 +177,30 @@ fn kernel_without_init_is_broken() {
     );
 }
 
-/// The cargo runner: stdout, stderr and the exit status come back from inside the kernel.
+/// The cargo runner: stdout, stderr and the exit status come back from inside the kernel,
+/// and the program runs in the same directory with the workspace around it (here a
+/// workspace under /tmp, which the guest must not hide behind a fresh tmpfs).
 #[test]
 fn exec_returns_output_and_status() {
     if !vms_available("exec_returns_output_and_status") {
         return;
     }
     let t = tag("exec");
+    let ws_dir = tempfile::Builder::new()
+        .prefix("pvmtest-ws-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(ws_dir.path().join("Cargo.toml"), "[workspace]\n").unwrap();
+    std::fs::write(ws_dir.path().join("marker.txt"), "from-the-host\n").unwrap();
     let start = Instant::now();
     let out = km(&t)
+        .current_dir(ws_dir.path())
         .args(["exec", "--kernel", "6.1", "--accel", "tcg", "--"])
         .args([
             "/bin/sh",
             "-c",
-            "read r < /proc/sys/kernel/osrelease; echo $r; echo to-stderr >&2; exit 3",
+            "read r < /proc/sys/kernel/osrelease; echo $r; read m < marker.txt; echo $m; \
+             echo to-stderr >&2; exit 3",
         ])
         .output()
         .unwrap();
@@ -198,6 +208,7 @@ fn exec_returns_output_and_status() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("6.1.0-"), "{stdout}");
+    assert!(stdout.contains("\nfrom-the-host\n"), "{stdout}");
     assert!(stderr.contains("to-stderr"), "{stderr}");
     assert!(
         leftovers(&t).is_empty(),
