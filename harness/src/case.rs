@@ -77,6 +77,9 @@ pub enum Feature {
     /// The vsyscall page is not readable (`vsyscall=xonly`, the default since 5.18's
     /// Kconfig, or `none`); with `emulate` its contents are not modelled.
     VsyscallXonly,
+    /// `userfaultfd(2)` with `UFFD_FEATURE_SIGBUS` and anonymous write-protect registration
+    /// (as root; an unprivileged harness also needs `vm.unprivileged_userfaultfd=1`).
+    Userfaultfd,
     /// The harness has a `[vdso]` mapping (implied by naming `vdso`).
     Vdso,
     /// The harness has a `[vvar]` mapping (implied by naming `vvar`).
@@ -247,6 +250,17 @@ pub enum RegionKind {
     Sealed,
     /// `MAP_HUGETLB` anonymous memory in 2 MiB pages, 2 MiB aligned.
     Hugetlb,
+    /// Anonymous memory the target registers with userfaultfd (`UFFDIO_REGISTER_MODE_MISSING`,
+    /// `UFFD_FEATURE_SIGBUS`) and never populates: every fault in it is SIGBUS.
+    UffdSigbus,
+    /// Anonymous memory registered with userfaultfd (`UFFDIO_REGISTER_MODE_MISSING`); a
+    /// handler thread in the target resolves each fault with `UFFDIO_COPY` of the region's
+    /// pattern (`fill: pattern`) or `UFFDIO_ZEROPAGE` (`fill: untouched`).
+    Uffd,
+    /// Anonymous memory filled with the pattern, then registered with
+    /// `UFFDIO_REGISTER_MODE_WP` (`UFFD_FEATURE_SIGBUS`) and write-protected
+    /// (`UFFDIO_WRITEPROTECT`): reads work, a write fault is SIGBUS.
+    UffdWp,
     /// The process's `[vdso]`: a special mapping the kernel made at exec, named in cases as
     /// `vdso` (never declared as a region; see [`crate::plan::Special`]).
     #[serde(skip_deserializing)]

@@ -1,8 +1,9 @@
 //! Judging a case: requirements (skip), the model's prediction against a pinned expectation,
 //! and the kernel's result and every byte against the model.
 
+use crate::case::RegionKind;
 use crate::case::{Feature, Syscall};
-use crate::exec::{Dump, Observed};
+use crate::exec::{Dump, Live, Observed};
 use crate::facts::Facts;
 use crate::model::{self, Prediction};
 use crate::plan::{Expected, Plan, Region, Side};
@@ -77,6 +78,10 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
                 facts.vsyscall != crate::facts::Vsyscall::Emulate,
                 "vsyscall=xonly or none (this kernel emulates the vsyscall page, whose contents are not modelled)",
             ),
+            Feature::Userfaultfd => (
+                facts.userfaultfd,
+                "userfaultfd with UFFD_FEATURE_SIGBUS (CONFIG_USERFAULTFD; without root also vm.unprivileged_userfaultfd=1)",
+            ),
             Feature::Vdso => (facts.vdso.is_some(), "a [vdso] mapping"),
             Feature::Vvar => (facts.vvar.is_some(), "a [vvar] mapping"),
             Feature::VvarVclock => (
@@ -92,7 +97,25 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
 }
 
 /// Checks a pinned `expect` against the model; `Err` explains the disagreement.
-pub fn check_pin(plan: &Plan, pred: &Prediction) -> Result<(), String> {
+///
+/// A pin states what the case does when Yama does not interfere: unless the case declares
+/// `requires.yama_scope`, the pin is checked against the model with Yama taken as absent
+/// (Debian's default scope 0 behaves the same). A kernel whose Yama restricts the caller
+/// (an upstream build defaults to scope 1) is still compared with the model under its real
+/// scope when the case runs; only the pin, which is about something else, ignores it.
+/// `yama/` cases declare their scope and pin what Yama does at it.
+pub fn check_pin(plan: &Plan, facts: &Facts, pred: &Prediction) -> Result<(), String> {
+    if plan.requires.yama_scope.is_none() && facts.yama_scope.is_some() {
+        let without = Facts {
+            yama_scope: None,
+            ..facts.clone()
+        };
+        return check_pin_against(plan, &model::predict(plan, &without));
+    }
+    check_pin_against(plan, pred)
+}
+
+fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
     let Some(e) = &plan.expect else { return Ok(()) };
     let matches = match (e.result, pred.result) {
         (Expected::Count(n), Ok(m)) => n == m,
@@ -121,13 +144,18 @@ pub fn check_pin(plan: &Plan, pred: &Prediction) -> Result<(), String> {
 /// special mapping (`mappings`, the vdso) are external: the model never knows them, so they
 /// are read here from the harness's own mapping, which every target and caller shares
 /// (forks of the harness; the vdso text is the same kernel image page in every process).
+///
+/// A live mapping (`[vvar]`, `[vvar_vclock]`: clock data) is compared with the harness's own
+/// snapshots from before and after the call (`live`): a byte that did not change between them
+/// is expected as it was; a byte that did is `None`, not checked.
 fn source_bytes(
     plan: &Plan,
     mappings: &[Region],
+    live: &[Live],
     side: Side,
     addr: u64,
     len: u64,
-    out: &mut Vec<u8>,
+    out: &mut Vec<Option<u8>>,
 ) {
     let regions: Vec<&Region> = if plan.target_shares_caller_mm() {
         plan.target_regions
@@ -146,9 +174,24 @@ fn source_bytes(
     while a < addr + len {
         if let Some(m) = mappings.iter().find(|r| a >= r.start && a < r.end()) {
             let stop = (addr + len).min(m.end());
-            match crate::sys::own_memory(a, stop - a) {
-                Some(bytes) => out.extend(bytes),
-                None => out.extend(std::iter::repeat_n(0xEE, (stop - a) as usize)),
+            if matches!(m.kind, RegionKind::Vvar | RegionKind::VvarVclock) {
+                for x in a..stop {
+                    let snap = live.iter().find_map(|l| {
+                        let i = usize::try_from(x.checked_sub(l.start)?).ok()?;
+                        Some((*l.before.get(i)?, *l.after.get(i)?))
+                    });
+                    out.push(match snap {
+                        Some((b, f)) if b == f => Some(b),
+                        Some(_) => None,
+                        // No snapshot of a byte the model copied: make it show.
+                        None => Some(0xEE),
+                    });
+                }
+            } else {
+                match crate::sys::own_memory(a, stop - a) {
+                    Some(bytes) => out.extend(bytes.into_iter().map(Some)),
+                    None => out.extend(std::iter::repeat_n(Some(0xEE), (stop - a) as usize)),
+                }
             }
             a = stop;
             continue;
@@ -156,12 +199,12 @@ fn source_bytes(
         match regions.iter().find(|r| a >= r.start && a < r.end()) {
             Some(r) => {
                 let stop = (addr + len).min(r.end());
-                out.extend((a..stop).map(|x| model::byte_of(r, x - r.start)));
+                out.extend((a..stop).map(|x| Some(model::byte_of(r, x - r.start))));
                 a = stop;
             }
             None => {
                 // The model never copies from unmapped memory; mark it so a bug shows up.
-                out.push(0xEE);
+                out.push(Some(0xEE));
                 a += 1;
             }
         }
@@ -202,13 +245,21 @@ fn uncovered(covered: &mut Vec<(u64, u64)>, a: u64, b: u64) -> Vec<(u64, u64)> {
 }
 
 /// The model's final contents of a region: the initial bytes with every copy applied in
-/// order (computed backwards so that bytes overwritten later are never materialised).
-pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> Vec<u8> {
+/// order (computed backwards so that bytes overwritten later are never materialised), and
+/// which bytes are checked (all but the unstable bytes of a live mapping, see
+/// [`source_bytes`]).
+pub fn expected_memory(
+    plan: &Plan,
+    pred: &Prediction,
+    live: &[Live],
+    region: &Region,
+) -> (Vec<u8>, Vec<bool>) {
     let mut mem = crate::pattern::initial(region);
+    let mut checked = vec![true; mem.len()];
     let write = plan.call.syscall == Syscall::Writev;
     let dst_side = if write { Side::Target } else { Side::Caller };
     if region.side != dst_side || pred.result.is_err() {
-        return mem;
+        return (mem, checked);
     }
     let (rs, re) = (region.start, region.start + region.backed_len());
     let mut covered = Vec::new();
@@ -228,20 +279,32 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> Vec<u
             source_bytes(
                 plan,
                 &pred.mappings,
+                live,
                 src_side,
                 src + (pa - dst),
                 pb - pa,
                 &mut bytes,
             );
-            mem[(pa - rs) as usize..(pb - rs) as usize].copy_from_slice(&bytes);
+            let at = (pa - rs) as usize;
+            for (k, b) in bytes.into_iter().enumerate() {
+                mem[at + k] = b.unwrap_or(0);
+                checked[at + k] = b.is_some();
+            }
         }
     }
-    mem
+    (mem, checked)
 }
 
 fn first_diff(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
-    let first = a.iter().zip(b).position(|(x, y)| x != y)?;
-    let count = a.iter().zip(b).filter(|(x, y)| x != y).count();
+    first_diff_masked(a, b, None)
+}
+
+/// The first differing byte and how many differ, ignoring bytes `checked` marks false.
+fn first_diff_masked(a: &[u8], b: &[u8], checked: Option<&[bool]>) -> Option<(usize, usize)> {
+    let is_checked = |i: usize| checked.is_none_or(|c| c.get(i).copied().unwrap_or(true));
+    let differs = |(i, (x, y)): (usize, (&u8, &u8))| x != y && is_checked(i);
+    let first = a.iter().zip(b).enumerate().position(differs)?;
+    let count = a.iter().zip(b).enumerate().filter(|&p| differs(p)).count();
     Some((first, count))
 }
 
@@ -263,7 +326,7 @@ pub fn compare(plan: &Plan, pred: &Prediction, obs: &Observed) -> Result<(), Str
         let Some(region) = plan.region(d.side, &d.name) else {
             continue;
         };
-        let want = expected_memory(plan, pred, region);
+        let (want, checked) = expected_memory(plan, pred, &obs.live, region);
         if d.memory.len() != want.len() {
             return Err(format!(
                 "{} region {}: got {} bytes back, expected {}",
@@ -273,7 +336,7 @@ pub fn compare(plan: &Plan, pred: &Prediction, obs: &Observed) -> Result<(), Str
                 want.len()
             ));
         }
-        if let Some((at, count)) = first_diff(&d.memory, &want) {
+        if let Some((at, count)) = first_diff_masked(&d.memory, &want, Some(&checked)) {
             return Err(describe_diff(d, "memory", at, count, &want, &all));
         }
         if let Some(file) = &d.file {

@@ -83,7 +83,7 @@ pub fn main_with(cli: Cli) -> i32 {
                 for p in &plans {
                     let pred = crate::model::predict(p, &facts);
                     if crate::check::unmet_requirement(p, &facts).is_none() {
-                        if let Err(e) = crate::check::check_pin(p, &pred) {
+                        if let Err(e) = crate::check::check_pin(p, &facts, &pred) {
                             pin_errors += 1;
                             eprintln!("error: {}: expect: {e}", p.path);
                         }

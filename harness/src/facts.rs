@@ -32,6 +32,8 @@ pub struct Facts {
     pub guard_pages: bool,
     /// `mseal(2)` exists.
     pub mseal: bool,
+    /// `userfaultfd(2)` works with `UFFD_FEATURE_SIGBUS` and anonymous WP registration.
+    pub userfaultfd: bool,
     /// `HugePages_Free` from /proc/meminfo (2 MiB pages on x86-64 by default).
     pub hugepages_free: u64,
     /// How the vsyscall page is mapped: from the `[vsyscall]` line of /proc/self/maps.
@@ -161,6 +163,7 @@ impl Facts {
             secretmem: true,
             guard_pages: true,
             mseal: true,
+            userfaultfd: true,
             hugepages_free: 64,
             vsyscall: Vsyscall::Xonly,
             stack_rlimit: 8 << 20,
@@ -296,6 +299,7 @@ impl Facts {
             secretmem: crate::sys::secretmem_available(),
             guard_pages: crate::sys::guard_pages_available(),
             mseal: crate::sys::mseal_available(),
+            userfaultfd: crate::sys::uffd::available(),
             hugepages_free: std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|m| {

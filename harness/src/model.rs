@@ -52,9 +52,10 @@ pub struct Rules {
     pub gup_expands_stack: bool,
     /// The generic vDSO datastore's `[vvar]` is VM_IO (7.2.13 lib/vdso/datastore.c
     /// `vdso_install_vvar_mapping`: `VM_IO | VM_DONTDUMP | VM_MIXEDMAP`), so GUP refuses it.
-    /// Dropped by "vdso/datastore: Allow prefaulting by mlockall()" (Thomas Weißschuh; the
-    /// 7.3 tree was not available, see docs/SEMANTICS.md). `[vvar_vclock]` and the pre-6.13
-    /// x86 `[vvar]` keep VM_IO|VM_PFNMAP.
+    /// 7.3 (read in 7.3-rc7) drops VM_IO ("vdso/datastore: Allow prefaulting by mlockall()")
+    /// and its `vvar_fault` refuses remote faults, so a pin takes only pages the target
+    /// already maps (see `View::reachable_end`). `[vvar_vclock]` and the pre-6.13 x86
+    /// `[vvar]` keep VM_IO|VM_PFNMAP.
     pub vvar_io: bool,
 }
 
@@ -79,6 +80,11 @@ impl Rules {
         }
     }
 }
+
+/// `[vvar]` pages present in every target when a case names `vvar`: the time page
+/// (`VDSO_TIME_PAGE_OFFSET` = 0, include/vdso/datapage.h), which the harness reads before it
+/// forks.
+pub const VVAR_PRESENT_PAGES: u64 = 1;
 
 /// One contiguous piece of the transfer: `len` bytes between `local` (caller) and `remote`
 /// (target) addresses. Direction follows the syscall.
@@ -162,6 +168,12 @@ fn region_allows(r: &Region, access: Access, pku: bool, vvar_io: bool) -> bool {
     if io && matches!(access, Access::PinRead | Access::PinWrite) {
         return false;
     }
+    // A write fault on a userfaultfd-write-protected PTE goes to handle_userfault
+    // (do_wp_page, `userfaultfd_pte_wp`), which returns VM_FAULT_SIGBUS under
+    // UFFD_FEATURE_SIGBUS: GUP's FOLL_WRITE pin fails. Only the target's pins reach it.
+    if r.kind == RegionKind::UffdWp && access == Access::PinWrite {
+        return false;
+    }
     prot_allows(r.prot, access, pku)
 }
 
@@ -210,6 +222,24 @@ impl<'a> View<'a> {
             .map(Area::Array)
     }
 
+    /// Where the accessible part of `r` ends. A pin of the 7.3 `[vvar]` (no VM_IO) can only
+    /// take a page the target already has a PTE for: lib/vdso/datastore.c `vvar_fault` returns
+    /// VM_FAULT_SIGBUS for FAULT_FLAG_REMOTE, which `faultin_page` sets for FOLL_REMOTE
+    /// (`pin_user_pages_remote`). The harness reads the time page (page 0) before it forks
+    /// (exec `execute`) and `copy_page_range` copies VM_MIXEDMAP PTEs (`vma_needs_copy`,
+    /// VM_COPY_ON_FORK); the timens page (1) and the unused arch page (3) are never touched
+    /// outside a time namespace; cases may not start in the rng page (2) (plan validation).
+    fn reachable_end(&self, r: &Region, access: Access) -> u64 {
+        let end = r.start + r.backed_len();
+        if r.kind == RegionKind::Vvar
+            && !self.vvar_io
+            && matches!(access, Access::PinRead | Access::PinWrite)
+        {
+            return end.min(r.start + VVAR_PRESENT_PAGES * PAGE);
+        }
+        end
+    }
+
     /// Bytes accessible from `addr`, at most `max`. Areas are page-aligned, so the answer is
     /// page-granular for pinning and byte-exact for user copies alike.
     fn run(&self, addr: u64, max: u64, access: Access) -> u64 {
@@ -218,9 +248,9 @@ impl<'a> View<'a> {
             let end = match self.area(cur) {
                 Some(Area::Region(r))
                     if region_allows(r, access, self.pku, self.vvar_io)
-                        && cur < r.start + r.backed_len() =>
+                        && cur < self.reachable_end(r, access) =>
                 {
-                    r.start + r.backed_len()
+                    self.reachable_end(r, access)
                 }
                 Some(Area::Array(a)) => a.map_start + a.map_len,
                 _ => return (cur - addr).min(max),

@@ -176,7 +176,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         res.duration = start.elapsed();
         return res;
     }
-    if let Err(e) = check::check_pin(plan, &pred) {
+    if let Err(e) = check::check_pin(plan, facts, &pred) {
         res.status = Status::Fail;
         res.reason = Some(e);
         res.duration = start.elapsed();

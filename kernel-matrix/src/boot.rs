@@ -102,23 +102,41 @@ impl VmConfig {
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
-            .args([
-                "-append",
-                // quiet: the console is a log, not a transcript; warnings still show.
-                "console=ttyS0 rdinit=/init panic=-1 oops=panic quiet loglevel=4 \
-                 8250.nr_uarts=4 nokaslr",
-            ]);
+            .arg("-append")
+            .arg(self.cmdline());
+        if let Ok(extra) = std::env::var("PVMTEST_QEMU_ARGS") {
+            c.args(extra.split_whitespace());
+        }
         c
+    }
+
+    /// The kernel command line: [`CMDLINE`] plus `$PVMTEST_KERNEL_APPEND` (e.g.
+    /// `secretmem.enable=1`).
+    pub fn cmdline(&self) -> String {
+        match std::env::var("PVMTEST_KERNEL_APPEND") {
+            Ok(extra) if !extra.trim().is_empty() => format!("{CMDLINE} {}", extra.trim()),
+            _ => CMDLINE.to_string(),
+        }
     }
 }
 
-/// The TCG CPU model (override: `$PVMTEST_TCG_CPU`). `max` without la57: QEMU 7.2's TCG
-/// double-faults 6.12 early in boot with 5-level paging on. Without erms and fsrm: the
-/// kernel's copy_to/from_user then avoids `rep movsb`, which TCG emulates a byte per
-/// iteration; the MAX_RW_COUNT cases copy 2 GiB and run ~5x faster. Which copy routine the
-/// kernel picks does not change what the syscall returns (every variant reports the exact
-/// uncopied tail).
-pub const TCG_CPU: &str = "max,-la57,-erms,-fsrm";
+/// The guest kernel's command line. quiet: the console is a log, not a transcript
+/// (warnings still show); `oops=panic panic=-1` with QEMU's `-no-reboot` end the VM at the
+/// first oops.
+pub const CMDLINE: &str =
+    "console=ttyS0 rdinit=/init panic=-1 oops=panic quiet loglevel=4 8250.nr_uarts=4 nokaslr";
+
+/// The TCG CPU model (override: `$PVMTEST_TCG_CPU`; docs/MATRIX.md has the measurements):
+/// - no `la57`: QEMU 7.2's TCG double-faults 6.12 early in boot with 5-level paging on;
+/// - no `cx16`: with CMPXCHG16B, 6.12's SLUB fast path (`this_cpu_cmpxchg128`) crashes under
+///   TCG on about one boot in six when the host is busy (corrupted EFLAGS, NULL
+///   dereferences, double faults); without it the kernel takes its locked fallback;
+/// - no `erms`/`fsrm`: otherwise `copy_to/from_user` use `rep movsb`, which TCG runs a byte
+///   per iteration, and the MAX_RW_COUNT cases (2 GiB copies) take 4–20 s instead of ~1 s.
+///
+/// None of these changes what the syscall returns: every copy routine reports the exact
+/// uncopied tail, and the allocator's fast path is invisible to it.
+pub const TCG_CPU: &str = "max,-la57,-cx16,-erms,-fsrm";
 
 /// Files in the work directory, by serial port number.
 pub const PORTS: [&str; 4] = ["console.log", "data.log", "stderr.log", "control.log"];

@@ -369,6 +369,8 @@ pub struct KernelResult {
     pub series: String,
     pub version: String,
     pub release: String,
+    /// The image's own version string (builder, date): which build ran, exactly.
+    pub version_string: String,
     pub origin: String,
     pub accel: Accel,
     /// "ok" or "broken".
@@ -481,6 +483,7 @@ fn run_one(
         series: k.series.clone(),
         version: k.version.clone(),
         release: k.release.clone(),
+        version_string: k.version_string.clone(),
         origin: k.origin.clone(),
         accel: opts.accel,
         status: "ok",

@@ -242,6 +242,13 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
             s.broken
         ));
     }
+    out.push_str("\nImages:\n\n");
+    for k in kernels {
+        out.push_str(&format!(
+            "- **{}**: {} — `{}`\n",
+            k.id, k.origin, k.version_string
+        ));
+    }
     for k in kernels.iter().filter(|k| k.failure.is_some()) {
         out.push_str(&format!(
             "\n**{} is broken:** {}\n\n```\n{}\n```\n",
@@ -350,6 +357,7 @@ mod tests {
             series: id.into(),
             version: format!("{id}.1-1"),
             release: format!("{id}.0-1-cloud-amd64"),
+            version_string: format!("{id}.0-1-cloud-amd64 (x) #1 SMP"),
             origin: "debian:x".into(),
             accel: Accel::Tcg,
             status: "ok",

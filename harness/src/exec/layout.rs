@@ -6,6 +6,7 @@
 
 use crate::case::{Fill, Prot, RegionKind};
 use crate::plan::{ArrayImage, Region};
+use crate::sys::uffd;
 use std::os::fd::RawFd;
 
 const THP_SIZE: u64 = 2 << 20;
@@ -45,7 +46,13 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             continue;
         }
         let (flags, fd) = match r.kind {
-            RegionKind::Anon | RegionKind::Thp | RegionKind::Guarded | RegionKind::Sealed => (
+            RegionKind::Anon
+            | RegionKind::Thp
+            | RegionKind::Guarded
+            | RegionKind::Sealed
+            | RegionKind::UffdSigbus
+            | RegionKind::Uffd
+            | RegionKind::UffdWp => (
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
             ),
@@ -94,8 +101,11 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             }
             debug_assert!(r.start % THP_SIZE == 0);
         }
-        // File contents come from the file itself; anonymous memory gets the pattern.
-        if !r.is_file() && r.fill == Fill::Pattern {
+        // File contents come from the file itself; anonymous memory gets the pattern, except
+        // userfaultfd MISSING regions, which must stay unpopulated (their handler supplies
+        // the pattern page by page).
+        let unpopulated = matches!(r.kind, RegionKind::Uffd | RegionKind::UffdSigbus);
+        if !r.is_file() && r.fill == Fill::Pattern && !unpopulated {
             fill_words(r.start, r.len, r.tag);
         }
         if r.prot != Prot::Rw {
@@ -120,6 +130,34 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
         }
     }
     Ok(())
+}
+
+/// Registers a built userfaultfd region with a new userfaultfd of this process (see
+/// [`RegionKind::Uffd`] and its neighbours); for a `uffd` region, what its handler thread must
+/// serve.
+pub fn register_uffd(r: &Region) -> Result<Option<uffd::Handler>, (i32, &'static str)> {
+    let (features, mode) = match r.kind {
+        RegionKind::UffdSigbus => (uffd::UFFD_FEATURE_SIGBUS, uffd::MODE_MISSING),
+        RegionKind::Uffd => (0, uffd::MODE_MISSING),
+        RegionKind::UffdWp => (
+            uffd::UFFD_FEATURE_SIGBUS | uffd::UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+            uffd::MODE_WP,
+        ),
+        _ => return Ok(None),
+    };
+    let fd = uffd::open(features)?;
+    uffd::register(fd, r.start, r.len, mode)?;
+    if r.kind == RegionKind::UffdWp {
+        uffd::write_protect(fd, r.start, r.len)?;
+        return Ok(None);
+    }
+    Ok((r.kind == RegionKind::Uffd).then_some(uffd::Handler {
+        fd,
+        start: r.start,
+        len: r.len,
+        tag: r.tag,
+        zero: r.fill == Fill::Untouched,
+    }))
 }
 
 /// Maps the iovec arrays and writes their bytes.

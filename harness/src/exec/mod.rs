@@ -74,6 +74,17 @@ pub struct Dump {
     pub file: Option<Vec<u8>>,
 }
 
+/// The harness's own bytes of a live special mapping (`[vvar]`: clock data the kernel keeps
+/// rewriting), read just before the caller is forked and again after it reported. A byte
+/// that is the same in both was the same during the call, so a copy of it must match; the
+/// others are not checked (docs/CASES.md, "Addresses").
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub start: u64,
+    pub before: Vec<u8>,
+    pub after: Vec<u8>,
+}
+
 /// What the kernel did.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -81,6 +92,8 @@ pub struct Observed {
     /// The pid the call was made with (for the JSON event; never in snapshots).
     pub pid: i32,
     pub dumps: Vec<Dump>,
+    /// Snapshots of the live mappings the case names (empty for most cases).
+    pub live: Vec<Live>,
 }
 
 fn make_file(r: &Region) -> Result<OwnedFd, String> {
@@ -279,6 +292,14 @@ struct ServeCtx<'a> {
     ready: RawFd,
 }
 
+extern "C" fn uffd_handler_thread(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points into `target_main`'s frame, which lives as long as the process:
+    // `target_main` of a `child` target (the only kind with userfaultfd regions) ends in
+    // `serve`, which never returns.
+    let h = unsafe { &*(arg as *const crate::sys::uffd::Handler) };
+    crate::sys::uffd::serve(h)
+}
+
 extern "C" fn serving_thread(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points to a ServeCtx built by the parent before fork; it lives in this
     // process's copy of the parent's memory for the whole life of the process.
@@ -327,6 +348,25 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
     };
     if let Err(e) = setup() {
         return send_error(ctx.ready, e);
+    }
+    // userfaultfd regions, after the credential change (the descriptors are this process's).
+    // The handlers live in this frame, which never returns (`serve` exits the process).
+    let mut handlers = [None::<crate::sys::uffd::Handler>; 8];
+    for r in plan.target_regions.iter().filter(|r| r.is_uffd()) {
+        match layout::register_uffd(r) {
+            Ok(None) => {}
+            Ok(Some(h)) => match handlers.iter_mut().find(|s| s.is_none()) {
+                Some(slot) => *slot = Some(h),
+                None => return send_error(ctx.ready, (libc::ENOSPC, "more than 8 uffd regions")),
+            },
+            Err(e) => return send_error(ctx.ready, e),
+        }
+    }
+    for h in handlers.iter().flatten() {
+        let arg = h as *const crate::sys::uffd::Handler as *mut libc::c_void;
+        if let Err(e) = spawn_raw(uffd_handler_thread, THREAD_FLAGS, arg) {
+            return send_error(ctx.ready, e);
+        }
     }
     match plan.target_kind {
         TargetKind::ZombieLeader | TargetKind::ZombieLeaderThread => {
@@ -531,6 +571,20 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     // Special mappings (vdso, vvar) at the harness's addresses, which every child inherits.
     let bound = plan.bind(facts);
     let plan: &Plan = &bound;
+    // The pages of [vvar] the model takes as present in every fork (model::VVAR_PRESENT_PAGES:
+    // the time page) are faulted in here, before any fork, whatever libc did so far.
+    let live_span = facts
+        .vvar
+        .filter(|_| plan.specials.contains(&crate::plan::Special::Vvar))
+        .map(|v| (v.start, v.len.min(crate::model::VVAR_PRESENT_PAGES * 4096)));
+    if let Some((start, len)) = live_span {
+        for page in (start..start + len).step_by(4096) {
+            // SAFETY: the first page of the harness's own [vvar] is its time page, which
+            // every vvar fault handler (x86 map_vdso 5.10-6.12, lib/vdso/datastore.c
+            // vvar_fault later) serves to the owning process.
+            unsafe { crate::sys::touch(page) };
+        }
+    }
     // The harness holds the files; children inherit the descriptors to map them.
     let target_files = files_for(&plan.target_regions)?;
     let caller_files = files_for(&plan.caller_regions)?;
@@ -627,6 +681,7 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         panic!("injected panic (PVMTEST_INJECT=panic) with the target up");
     }
 
+    let before = live_span.and_then(|(start, len)| crate::sys::own_memory(start, len));
     let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ctx = CallerCtx {
         // SAFETY: getpid has no preconditions.
@@ -669,6 +724,16 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     } else {
         Ok(ret as u64)
     };
+    let mut live = Vec::new();
+    if let (Some((start, len)), Some(before)) = (live_span, before) {
+        let after = crate::sys::own_memory(start, len)
+            .ok_or("reading the harness's own [vvar] after the call")?;
+        live.push(Live {
+            start,
+            before,
+            after,
+        });
+    }
     let mut dumps = Vec::new();
     read_dumps(&up_r, &plan.caller_regions, deadline, "caller", &mut dumps)?;
     if plan.target_shares_caller_mm() {
@@ -723,5 +788,6 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         result,
         pid: pid as i32,
         dumps,
+        live,
     })
 }

@@ -18,6 +18,7 @@
 #![allow(unsafe_code)]
 
 pub mod creds;
+pub mod uffd;
 
 /// The arguments exactly as the kernel will see them (the compat entry uses the low 32 bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,17 @@ pub fn own_memory(addr: u64, len: u64) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; usize::try_from(len).ok()?];
     f.read_exact_at(&mut buf, addr).ok()?;
     Some(buf)
+}
+
+/// Reads one byte of this process's memory at `addr` with a plain load, so that a page of a
+/// special mapping is faulted in (and its PTE exists in every later fork).
+///
+/// # Safety
+/// `addr` must be readable by this process (a page of its `[vvar]` that the kernel's fault
+/// handler serves to the owner).
+pub unsafe fn touch(addr: u64) {
+    // SAFETY: the caller guarantees `addr` is readable; a volatile read has no other effect.
+    unsafe { std::ptr::read_volatile(addr as *const u8) };
 }
 
 pub const NR_READV_64: libc::c_long = libc::SYS_process_vm_readv;
