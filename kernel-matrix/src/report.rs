@@ -266,20 +266,39 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
     if diffs.is_empty() {
         out.push_str("None: every case had the same status and result on every kernel.\n");
     }
-    for (case, per) in &diffs {
-        out.push_str(&format!("### {case}\n\n"));
-        if let Some(d) = describe(case) {
-            out.push_str(&format!("{}\n\n", d.trim()));
+    // Behaviour first: kernels that ran the case got different results. Then coverage: the
+    // case ran on some kernels and skipped (a missing feature, a version twin) on others.
+    let (behaviour, coverage): (Vec<_>, Vec<_>) = diffs.iter().partition(|(_, per)| {
+        let results: BTreeSet<&Option<String>> = per
+            .values()
+            .filter(|o| o.status != "skip")
+            .map(|o| &o.observed)
+            .collect();
+        results.len() > 1
+    });
+    for (title, list) in [
+        ("Different results", behaviour),
+        ("Run on some kernels, skipped on others", coverage),
+    ] {
+        if list.is_empty() {
+            continue;
         }
-        if let Some(o) = per.values().next() {
-            out.push_str(&format!("`{}`\n\n", o.call));
-        }
-        for k in kernels {
-            if let Some(o) = per.get(&k.id) {
-                out.push_str(&format!("- **{}**: {}\n", k.id, o.long()));
+        out.push_str(&format!("### {title} ({})\n\n", list.len()));
+        for (case, per) in list {
+            out.push_str(&format!("#### {case}\n\n"));
+            if let Some(d) = describe(case) {
+                out.push_str(&format!("{}\n\n", d.trim()));
             }
+            if let Some(o) = per.values().next() {
+                out.push_str(&format!("`{}`\n\n", o.call));
+            }
+            for k in kernels {
+                if let Some(o) = per.get(&k.id) {
+                    out.push_str(&format!("- **{}**: {}\n", k.id, o.long()));
+                }
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
 
     let dis = disagreements(kernels);
@@ -391,7 +410,8 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].0, "g/stack");
         let md = markdown(&[a, b], &|_| Some("why it differs".into()));
-        assert!(md.contains("### g/stack"), "{md}");
+        assert!(md.contains("### Different results (1)"), "{md}");
+        assert!(md.contains("#### g/stack"), "{md}");
         assert!(md.contains("why it differs"));
         assert!(
             md.contains("- **5.10**: 4096 (model agrees: complete)"),
