@@ -74,17 +74,6 @@ pub struct Dump {
     pub file: Option<Vec<u8>>,
 }
 
-/// The harness's own bytes of a live special mapping (`[vvar]`: clock data the kernel keeps
-/// rewriting), read just before the caller is forked and again after it reported. A byte
-/// that is the same in both was the same during the call, so a copy of it must match; the
-/// others are not checked (docs/CASES.md, "Addresses").
-#[derive(Debug, Clone, Default)]
-pub struct Live {
-    pub start: u64,
-    pub before: Vec<u8>,
-    pub after: Vec<u8>,
-}
-
 /// What the kernel did.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -92,8 +81,6 @@ pub struct Observed {
     /// The pid the call was made with (for the JSON event; never in snapshots).
     pub pid: i32,
     pub dumps: Vec<Dump>,
-    /// Snapshots of the live mappings the case names (empty for most cases).
-    pub live: Vec<Live>,
 }
 
 fn make_file(r: &Region) -> Result<OwnedFd, String> {
@@ -681,7 +668,6 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         panic!("injected panic (PVMTEST_INJECT=panic) with the target up");
     }
 
-    let before = live_span.and_then(|(start, len)| crate::sys::own_memory(start, len));
     let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ctx = CallerCtx {
         // SAFETY: getpid has no preconditions.
@@ -724,16 +710,6 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     } else {
         Ok(ret as u64)
     };
-    let mut live = Vec::new();
-    if let (Some((start, len)), Some(before)) = (live_span, before) {
-        let after = crate::sys::own_memory(start, len)
-            .ok_or("reading the harness's own [vvar] after the call")?;
-        live.push(Live {
-            start,
-            before,
-            after,
-        });
-    }
     let mut dumps = Vec::new();
     read_dumps(&up_r, &plan.caller_regions, deadline, "caller", &mut dumps)?;
     if plan.target_shares_caller_mm() {
@@ -788,6 +764,5 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         result,
         pid: pid as i32,
         dumps,
-        live,
     })
 }
