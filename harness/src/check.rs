@@ -236,11 +236,7 @@ fn uncovered(covered: &mut Vec<(u64, u64)>, a: u64, b: u64) -> Vec<(u64, u64)> {
 /// The model's final contents of a region: the initial bytes with every copy applied in
 /// order (computed backwards so that bytes overwritten later are never materialised), and
 /// which bytes are checked (all but those copied from a live mapping, see [`source_bytes`]).
-pub fn expected_memory(
-    plan: &Plan,
-    pred: &Prediction,
-    region: &Region,
-) -> (Vec<u8>, Vec<bool>) {
+pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, Vec<bool>) {
     let mut mem = crate::pattern::initial(region);
     let mut checked = vec![true; mem.len()];
     let write = plan.call.syscall == Syscall::Writev;
