@@ -269,10 +269,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
             println!(
                 "\n{} case(s) changed between {} and {}:",
                 diffs.len(),
-                ks[0].id,
-                ks[1].id
+                ks[0].kernel.id,
+                ks[1].kernel.id
             );
-            let w = ks.iter().map(|k| k.id.len()).max().unwrap_or(0);
+            let w = ks.iter().map(|k| k.kernel.id.len()).max().unwrap_or(0);
             for (case, per) in &diffs {
                 let call = per
                     .values()
@@ -282,9 +282,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 println!("\n{case}\n  {call}");
                 for k in ks {
                     let o = per
-                        .get(&k.id)
+                        .get(&k.kernel.id)
                         .map_or("not run".to_string(), report::Outcome::long);
-                    println!("  {:>w$}: {o}", k.id);
+                    println!("  {:>w$}: {o}", k.kernel.id);
                 }
             }
             let broken = ks.iter().any(|k| k.status != "ok");

@@ -365,13 +365,9 @@ pub fn counts(results: &[Value]) -> Counts {
 /// One kernel's result: `ok` (the guest ran the catalogue and reported) or `broken`.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelResult {
-    pub id: String,
-    pub series: String,
-    pub version: String,
-    pub release: String,
-    /// The image's own version string (builder, date): which build ran, exactly.
-    pub version_string: String,
-    pub origin: String,
+    /// Which kernel, exactly (id, series, versions, origin, image).
+    #[serde(flatten)]
+    pub kernel: Prepared,
     pub accel: Accel,
     /// "ok" or "broken".
     pub status: &'static str,
@@ -479,12 +475,7 @@ fn run_one(
     // Results arrive in completion order; reports want case order.
     results.sort_by(|a, b| a["case"].as_str().cmp(&b["case"].as_str()));
     let mut res = KernelResult {
-        id: k.id.clone(),
-        series: k.series.clone(),
-        version: k.version.clone(),
-        release: k.release.clone(),
-        version_string: k.version_string.clone(),
-        origin: k.origin.clone(),
+        kernel: k.clone(),
         accel: opts.accel,
         status: "ok",
         failure: None,

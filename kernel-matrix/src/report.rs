@@ -84,7 +84,7 @@ pub fn outcomes(kernels: &[KernelResult]) -> BTreeMap<String, BTreeMap<String, O
             if let Some(case) = r["case"].as_str() {
                 m.entry(case.to_string())
                     .or_default()
-                    .insert(k.id.clone(), Outcome::of(r));
+                    .insert(k.kernel.id.clone(), Outcome::of(r));
             }
         }
     }
@@ -129,17 +129,19 @@ const RESET: &str = "\x1b[0m";
 pub fn table(kernels: &[KernelResult], colour: bool) -> String {
     let all = outcomes(kernels);
     let w = all.keys().map(String::len).max().unwrap_or(4).max(4);
-    let cols: Vec<usize> = kernels.iter().map(|k| k.id.len().max(11)).collect();
+    let cols: Vec<usize> = kernels.iter().map(|k| k.kernel.id.len().max(11)).collect();
     let mut out = format!("{:w$}", "case");
     for (k, c) in kernels.iter().zip(&cols) {
-        out.push_str(&format!("  {:>c$}", k.id));
+        out.push_str(&format!("  {:>c$}", k.kernel.id));
     }
     out.push('\n');
     for (case, per) in &all {
         out.push_str(&format!("{case:w$}"));
         for (k, c) in kernels.iter().zip(&cols) {
-            let cell = per.get(&k.id).map_or("-".to_string(), Outcome::short);
-            let painted = match (colour, per.get(&k.id).map(|o| o.status.as_str())) {
+            let cell = per
+                .get(&k.kernel.id)
+                .map_or("-".to_string(), Outcome::short);
+            let painted = match (colour, per.get(&k.kernel.id).map(|o| o.status.as_str())) {
                 (true, Some("pass")) => format!("{GREEN}{cell:>c$}{RESET}"),
                 (true, Some("skip")) => format!("{YELLOW}{cell:>c$}{RESET}"),
                 (true, Some(_)) => format!("{RED}{cell:>c$}{RESET}"),
@@ -163,8 +165,8 @@ pub fn kernel_line(k: &KernelResult) -> String {
     let s = &k.summary;
     let mut line = format!(
         "{} ({}, {}): boot {}, run {:.1} s: {} pass, {} fail, {} skip, {} broken",
-        k.id,
-        k.version,
+        k.kernel.id,
+        k.kernel.version,
         k.accel.name(),
         k.boot_s.map_or("-".into(), |b| format!("{b:.1} s")),
         k.run_s,
@@ -182,7 +184,10 @@ pub fn kernel_line(k: &KernelResult) -> String {
 /// One KTAP document for a kernel.
 pub fn ktap(k: &KernelResult) -> String {
     let mut out = String::from("KTAP version 1\n");
-    out.push_str(&format!("# kernel: {} ({})\n", k.release, k.version));
+    out.push_str(&format!(
+        "# kernel: {} ({})\n",
+        k.kernel.release, k.kernel.version
+    ));
     if let Some(f) = &k.failure {
         out.push_str(&format!("# kernel broken: {f}\n"));
     }
@@ -229,9 +234,9 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
         let s = &k.summary;
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |\n",
-            k.id,
-            k.version,
-            k.release,
+            k.kernel.id,
+            k.kernel.version,
+            k.kernel.release,
             k.accel.name(),
             k.status,
             k.boot_s.map_or("-".into(), |b| format!("{b:.1}")),
@@ -246,13 +251,13 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
     for k in kernels {
         out.push_str(&format!(
             "- **{}**: {} — `{}`\n",
-            k.id, k.origin, k.version_string
+            k.kernel.id, k.kernel.origin, k.kernel.version_string
         ));
     }
     for k in kernels.iter().filter(|k| k.failure.is_some()) {
         out.push_str(&format!(
             "\n**{} is broken:** {}\n\n```\n{}\n```\n",
-            k.id,
+            k.kernel.id,
             k.failure.clone().unwrap_or_default(),
             k.console_tail.clone().unwrap_or_default()
         ));
@@ -293,8 +298,8 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
                 out.push_str(&format!("`{}`\n\n", o.call));
             }
             for k in kernels {
-                if let Some(o) = per.get(&k.id) {
-                    out.push_str(&format!("- **{}**: {}\n", k.id, o.long()));
+                if let Some(o) = per.get(&k.kernel.id) {
+                    out.push_str(&format!("- **{}**: {}\n", k.kernel.id, o.long()));
                 }
             }
             out.push('\n');
@@ -319,7 +324,7 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
 
     out.push_str("\n## Matrix\n\n| case |");
     for k in kernels {
-        out.push_str(&format!(" {} |", k.id));
+        out.push_str(&format!(" {} |", k.kernel.id));
     }
     out.push_str("\n|---|");
     for _ in kernels {
@@ -331,7 +336,7 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
         for k in kernels {
             out.push_str(&format!(
                 " {} |",
-                per.get(&k.id).map_or("-".into(), Outcome::short)
+                per.get(&k.kernel.id).map_or("-".into(), Outcome::short)
             ));
         }
         out.push('\n');
@@ -359,7 +364,7 @@ pub fn write_dir(
     w("report.md".into(), markdown(kernels, describe))?;
     w("report.json".into(), json(kernels))?;
     for k in kernels {
-        w(format!("{}.ktap", k.id), ktap(k))?;
+        w(format!("{}.ktap", k.kernel.id), ktap(k))?;
     }
     Ok(())
 }
@@ -372,12 +377,15 @@ mod tests {
 
     fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
         KernelResult {
-            id: id.into(),
-            series: id.into(),
-            version: format!("{id}.1-1"),
-            release: format!("{id}.0-1-cloud-amd64"),
-            version_string: format!("{id}.0-1-cloud-amd64 (x) #1 SMP"),
-            origin: "debian:x".into(),
+            kernel: crate::matrix::Prepared {
+                id: id.into(),
+                series: id.into(),
+                version: format!("{id}.1-1"),
+                release: format!("{id}.0-1-cloud-amd64"),
+                version_string: format!("{id}.0-1-cloud-amd64 (x) #1 SMP"),
+                origin: "debian:x".into(),
+                image: "/cache/vmlinuz".into(),
+            },
             accel: Accel::Tcg,
             status: "ok",
             failure: None,

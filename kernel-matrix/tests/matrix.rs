@@ -83,15 +83,15 @@ fn matrix_snapshots() {
         if k.status != "ok" {
             bad.push(format!(
                 "kernel {} ({}) broken: {}\n{}",
-                k.id,
-                k.version,
+                k.kernel.id,
+                k.kernel.version,
                 k.failure.clone().unwrap_or_default(),
                 k.console_tail.clone().unwrap_or_default()
             ));
             continue;
         }
         let mut settings = insta::Settings::clone_current();
-        settings.set_snapshot_path(format!("../../harness/tests/snapshots/{}", k.series));
+        settings.set_snapshot_path(format!("../../harness/tests/snapshots/{}", k.kernel.series));
         settings.set_prepend_module_to_snapshot(false);
         settings.set_omit_expression(true);
         for r in &k.results {
@@ -104,7 +104,7 @@ fn matrix_snapshots() {
                 bad.push(format!(
                     "{} on {}: {}: {}",
                     case,
-                    k.id,
+                    k.kernel.id,
                     r["call"].as_str().unwrap_or_default(),
                     r["reason"].as_str().unwrap_or_default()
                 ));

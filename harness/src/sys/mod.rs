@@ -198,27 +198,37 @@ pub fn mseal_available() -> bool {
     unsafe { libc::syscall(NR_MSEAL, 0usize, 0usize, 0usize) == 0 }
 }
 
-/// Whether madvise(MADV_GUARD_INSTALL) is known (older kernels return EINVAL for unknown
-/// advice). Tried on a scratch page of our own that is unmapped again straight away.
-pub fn guard_pages_available() -> bool {
-    // SAFETY: a fresh private anonymous page at a kernel-chosen address; only this function
-    // uses it, and it is unmapped before returning.
-    unsafe {
-        let p = libc::mmap(
+/// Runs a probe on a fresh private anonymous page of our own (a kernel-chosen address that
+/// nothing else uses), unmapped again afterwards; `None` if the page cannot be mapped.
+pub fn with_scratch_page<T>(probe: impl FnOnce(u64) -> T) -> Option<T> {
+    // SAFETY: maps a new page at an address the kernel chooses, so nothing is replaced.
+    let p = unsafe {
+        libc::mmap(
             std::ptr::null_mut(),
             4096,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
-        );
-        if p == libc::MAP_FAILED {
-            return false;
-        }
-        let ok = libc::madvise(p, 4096, MADV_GUARD_INSTALL) == 0;
-        libc::munmap(p, 4096);
-        ok
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
     }
+    let out = probe(p as u64);
+    // SAFETY: unmaps exactly the page mapped above, which only `probe` has seen.
+    unsafe { libc::munmap(p, 4096) };
+    Some(out)
+}
+
+/// Whether madvise(MADV_GUARD_INSTALL) is known (older kernels return EINVAL for unknown
+/// advice). Tried on a scratch page.
+pub fn guard_pages_available() -> bool {
+    with_scratch_page(|p| {
+        // SAFETY: advice on the scratch page, which is ours alone.
+        unsafe { libc::madvise(p as *mut libc::c_void, 4096, MADV_GUARD_INSTALL) == 0 }
+    })
+    .unwrap_or(false)
 }
 
 /// The soft RLIMIT_STACK of this process (`u64::MAX` for unlimited).

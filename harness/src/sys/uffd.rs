@@ -74,30 +74,13 @@ pub fn write_protect(fd: i32, start: u64, len: u64) -> Result<(), (i32, &'static
 }
 
 /// Whether userfaultfd works here with the SIGBUS feature and anonymous WP registration.
-/// Probed on a scratch page of our own that is unmapped again straight away.
+/// Probed on a scratch page ([`super::with_scratch_page`]).
 pub fn available() -> bool {
     let Ok(fd) = open(UFFD_FEATURE_SIGBUS | UFFD_FEATURE_PAGEFAULT_FLAG_WP) else {
         return false;
     };
-    // SAFETY: a fresh private anonymous page at a kernel-chosen address; only this function
-    // uses it, and it is unmapped before returning.
-    let ok = unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            false
-        } else {
-            let ok = register(fd, p as u64, 4096, MODE_MISSING | MODE_WP).is_ok();
-            libc::munmap(p, 4096);
-            ok
-        }
-    };
+    let ok = super::with_scratch_page(|p| register(fd, p, 4096, MODE_MISSING | MODE_WP).is_ok())
+        .unwrap_or(false);
     // SAFETY: closes the descriptor opened above.
     unsafe { libc::close(fd) };
     ok
