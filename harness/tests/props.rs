@@ -517,7 +517,10 @@ fn push_run(out: &mut Vec<(u64, u64)>, base: u64, len: u64) {
 
 /// The local and remote iovecs as the kernel imports them when the counts are the defaults:
 /// local lengths clamped so that their sum is at most MAX_RW_COUNT (`__import_iovec`).
-fn streams(plan: &Plan) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+/// (base, len) pieces of memory.
+type Runs = Vec<(u64, u64)>;
+
+fn streams(plan: &Plan) -> (Runs, Runs) {
     let mut total = 0u64;
     let local = plan
         .call
