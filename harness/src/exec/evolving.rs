@@ -272,13 +272,40 @@ fn act(op: u64, addr: u64, len: u64, arg: u64) -> i64 {
     }
 }
 
+/// Restricts the calling thread to one CPU (best effort: a CPU it may not use is ignored).
+fn pin_to_cpu(cpu: usize) {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes the bit of a CPU below
+    // CPU_SETSIZE inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sched_setaffinity reads one cpu_set_t for this thread (tid 0).
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// The calling thread's CPU mask, to put back after a race.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid out buffer for sched_getaffinity.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: writes at most size_of::<cpu_set_t>() bytes into `set`.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: reads one cpu_set_t for this thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+}
+
 fn reply(fd: RawFd, v: i64) {
     proc::write_all_raw(fd, &v.to_le_bytes());
 }
 
 fn target_main(cmd: RawFd, up: RawFd, shared: *const AtomicU32) -> i32 {
     loop {
-        let mut m = [0u8; 48];
+        let mut m = [0u8; 56];
         if !read_exact_raw(cmd, &mut m) {
             return 0;
         }
@@ -311,6 +338,8 @@ fn target_main(cmd: RawFd, up: RawFd, shared: *const AtomicU32) -> i32 {
                 let (action, delay) = (w(4), w(5));
                 // SAFETY: `shared` is the MAP_SHARED page mapped before the fork.
                 let go = unsafe { &*shared };
+                // w(6): the CPU the racer runs on (the caller takes another).
+                pin_to_cpu(w(6) as usize);
                 reply(up, 0); // armed
                 while go.load(Ordering::SeqCst) == 0 {
                     std::hint::spin_loop();
@@ -368,8 +397,8 @@ impl Evolving {
         })
     }
 
-    fn send(&self, words: [u64; 6]) -> Result<(), String> {
-        let mut m = [0u8; 48];
+    fn send(&self, words: [u64; 7]) -> Result<(), String> {
+        let mut m = [0u8; 56];
         for (i, w) in words.iter().enumerate() {
             m[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
@@ -388,7 +417,7 @@ impl Evolving {
     }
 
     fn command(&self, op: u64, addr: u64, len: u64, arg: u64) -> Result<i64, String> {
-        self.send([op, addr, len, arg, 0, 0])?;
+        self.send([op, addr, len, arg, 0, 0, 0])?;
         let r = self.recv()?;
         if r < 0 {
             return Err(format!(
@@ -530,8 +559,29 @@ impl Evolving {
             RaceAction::Write(b) => (OP_WRITE, b as u64),
             RaceAction::Exit => (0, 0),
         };
-        self.send([OP_RACE, addr, len, arg, op, delay_ns])?;
+        // Racer and caller on different CPUs (when there are two they may use), so that neither
+        // waits for the other to be preempted.
+        let saved = affinity();
+        let cpus: Vec<usize> = saved
+            .map(|s| {
+                (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&c| {
+                        // SAFETY: reads the bit of a CPU below CPU_SETSIZE.
+                        unsafe { libc::CPU_ISSET(c, &s) }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (racer_cpu, caller_cpu) = match cpus.as_slice() {
+            [a, b, ..] => (*a, Some(*b)),
+            [a] => (*a, None),
+            [] => (0, None),
+        };
+        self.send([OP_RACE, addr, len, arg, op, delay_ns, racer_cpu as u64])?;
         self.recv()?; // armed
+        if let Some(c) = caller_cpu {
+            pin_to_cpu(c);
+        }
         let local = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -554,6 +604,9 @@ impl Evolving {
         // The kernel writes at most `buf.len()` bytes into `buf` (readv), which `buf`'s
         // exclusive borrow covers; it only reads `local` and `rem`, which outlive the call.
         let call = crate::sys::call_native(write, &args);
+        if let Some(s) = &saved {
+            set_affinity(s);
+        }
         let action = match action {
             RaceAction::Exit => {
                 if let Some(c) = self.child.take() {
@@ -565,6 +618,29 @@ impl Evolving {
         };
         Ok(RaceResult { call, action })
     }
+}
+
+/// One process_vm_readv of `buf.len()` bytes at `remote` in `pid` into `buf`.
+pub fn readv_once(pid: i32, remote: u64, buf: &mut [u8]) -> Result<u64, i32> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let rem = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let args = crate::sys::RawArgs {
+        pid,
+        lvec: &local as *const libc::iovec as u64,
+        liovcnt: 1,
+        rvec: &rem as *const libc::iovec as u64,
+        riovcnt: 1,
+        flags: 0,
+    };
+    // The kernel writes at most `buf.len()` bytes into `buf`, which the exclusive borrow
+    // covers; the iovecs outlive the call.
+    crate::sys::call_native(false, &args)
 }
 
 fn read_region(fd: &OwnedFd, r: &Region, deadline: Instant) -> Result<Vec<u8>, String> {
