@@ -185,6 +185,27 @@ fn source_bytes(
             a = stop;
             continue;
         }
+        // The iovec arrays' pages are caller memory too (readable and writable): a local
+        // iovec may point into them, and so may a remote one when the target shares the
+        // caller's mm. Their bytes are the encoded array at its address, zero before it.
+        let array = (side == Side::Caller || plan.target_shares_caller_mm())
+            .then(|| {
+                plan.arrays
+                    .iter()
+                    .find(|m| a >= m.map_start && a < m.map_start + m.map_len)
+            })
+            .flatten();
+        if let Some(img) = array {
+            let stop = (addr + len).min(img.map_start + img.map_len);
+            out.extend((a..stop).map(|x| {
+                let byte = x
+                    .checked_sub(img.addr)
+                    .and_then(|o| img.bytes.get(o as usize).copied());
+                Some(byte.unwrap_or(0))
+            }));
+            a = stop;
+            continue;
+        }
         match regions.iter().find(|r| a >= r.start && a < r.end()) {
             Some(r) => {
                 let stop = (addr + len).min(r.end());

@@ -3,7 +3,8 @@
 //!
 //! Where to look:
 //! - [`case`]: the YAML case language; [`plan`]: validation and address layout.
-//! - [`model`]: the reference model (pure; written from kernel source, see docs/SEMANTICS.md).
+//! - [`model`]: the reference model (pure; written from kernel source, see docs/SEMANTICS.md);
+//!   [`race`]: the outcomes it allows when the target changes during a call.
 //! - [`exec`]: forked targets and callers (the target builder is [`exec::layout`]).
 //! - [`sys`]: the raw syscall layer (native and `int 0x80`), no clamping.
 //! - [`check`], [`runner`], [`report`], [`cli`]: judging, running, output.
@@ -22,6 +23,7 @@ pub mod guest;
 pub mod model;
 pub mod pattern;
 pub mod plan;
+pub mod race;
 pub mod report;
 pub mod runner;
 pub mod sys;

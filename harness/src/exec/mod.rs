@@ -13,6 +13,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod evolving;
 pub mod layout;
 pub mod proc;
 
