@@ -196,6 +196,26 @@ fn source_bytes(
             a = stop;
             continue;
         }
+        // The iovec arrays' pages are the caller's memory too (a source can run into them):
+        // zero up to the array, then its bytes.
+        let in_caller_mm = side == Side::Caller || plan.target_shares_caller_mm();
+        if let Some(arr) = plan
+            .arrays
+            .iter()
+            .filter(|_| in_caller_mm)
+            .find(|x| a >= x.map_start && a < x.map_start + x.map_len)
+        {
+            let stop = (addr + len).min(arr.map_start + arr.map_len);
+            out.extend((a..stop).map(|x| {
+                Some(
+                    x.checked_sub(arr.addr)
+                        .and_then(|i| arr.bytes.get(i as usize).copied())
+                        .unwrap_or(0),
+                )
+            }));
+            a = stop;
+            continue;
+        }
         match regions.iter().find(|r| a >= r.start && a < r.end()) {
             Some(r) => {
                 let stop = (addr + len).min(r.end());

@@ -708,7 +708,7 @@ fn expand_iovs(
             let label = if k == 0 {
                 s.base.clone()
             } else {
-                format!("{}+{}", s.base, k * stride)
+                format!("{}+{}", s.base, k.wrapping_mul(stride))
             };
             out.push(Iov {
                 base: base.wrapping_add(k.wrapping_mul(stride)),

@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 pub mod layout;
+pub mod persistent;
 pub mod proc;
 
 use crate::case::{Entry, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
