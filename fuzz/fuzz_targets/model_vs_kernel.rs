@@ -15,6 +15,7 @@ static EXEC: Mutex<Option<Persistent>> = Mutex::new(None);
 extern "C" fn shutdown() {
     if let Ok(mut g) = EXEC.lock() {
         if let Some(p) = g.as_mut() {
+            eprintln!("model_vs_kernel executor: {:?}", p.stats);
             p.shutdown();
         }
     }

@@ -204,7 +204,7 @@ fn import_crash(artifact: &std::path::Path, out: &std::path::Path) -> i32 {
     let name = format!("fuzz_{hash:016x}.yaml");
     let path = out.join(&name);
     if let Err(e) = runner::load_str(&path.display().to_string(), &name, &yaml) {
-        eprintln!("error: the artifact decodes to a case the validator rejects ({e}); it cannot have been a mismatch");
+        eprintln!("error: the artifact decodes to a case the validator rejects ({e}): no case file to write (a mismatch found before the validator learnt this rule; add a loader test instead)");
         return 2;
     }
     if let Err(e) = std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, yaml)) {

@@ -941,6 +941,15 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         ("call.lvec", lvec, &call.lvec),
         ("call.rvec", rvec, &call.rvec),
     ] {
+        // int 0x80 passes the low 32 bits of each register (sys::call_compat): a larger
+        // pointer would reach the kernel as another address than the one the model judges.
+        if entry == Entry::Compat && v > u32::MAX as u64 {
+            return Err(PlanError::new(
+                f,
+                "the compat entry passes 32-bit registers; use an array address below 2^32",
+            )
+            .at(e.as_deref().unwrap_or("")));
+        }
         if Special::of_placeholder(v).is_some() {
             return Err(PlanError::new(
                 f,
