@@ -7,7 +7,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/fuzz"
-cargo +nightly fuzz build -O -s none >/dev/null
+cargo +nightly fuzz build -O -s none >/dev/null 2>&1
 bin=target/x86_64-unknown-linux-gnu/release
 printf '%-16s %8s %10s %8s %8s %12s %s\n' target seconds exec/s cov ft corpus "executor stats"
 for t in model_vs_kernel case_file; do
@@ -18,8 +18,8 @@ for t in model_vs_kernel case_file; do
     status=0
     "$bin/$t" "$work" -max_total_time="$secs" -print_final_stats=1 \
         -artifact_prefix="$work.artifact-" >"$log" 2>&1 || status=$?
-    done_line=$(grep -E '^#[0-9]+ +DONE' "$log" | tail -1 || true)
-    [ -n "$done_line" ] || done_line=$(grep -E '^#[0-9]+ ' "$log" | tail -1 || true)
+    done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
+    [ -n "$done_line" ] || done_line=$(grep -E '^#[0-9]+[[:space:]]' "$log" | tail -1 || true)
     cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$done_line")
     ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$done_line")
     corp=$(sed -nE 's/.* corp: ([0-9]+\/[0-9]+[a-zA-Z]*).*/\1/p' <<<"$done_line")

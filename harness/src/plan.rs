@@ -710,8 +710,22 @@ fn expand_iovs(
             } else {
                 format!("{}+{}", s.base, k.wrapping_mul(stride))
             };
+            let addr = base.wrapping_add(k.wrapping_mul(stride));
+            // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
+            // a literal one there would silently become the vdso. They are non-canonical:
+            // `non_canonical` names one.
+            let special_name = ["vdso", "vvar"]
+                .iter()
+                .any(|n| s.base.trim().starts_with(n));
+            if !special_name && Special::of_placeholder(addr).is_some() {
+                return Err(PlanError::new(
+                    f,
+                    format!("{addr:#x} lies in the range reserved for vdso/vvar placeholders; use `non_canonical` for a non-canonical address"),
+                )
+                .at(&s.base));
+            }
             out.push(Iov {
-                base: base.wrapping_add(k.wrapping_mul(stride)),
+                base: addr,
                 len,
                 label,
             });

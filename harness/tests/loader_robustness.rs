@@ -31,3 +31,27 @@ fn compat_array_override_above_4gib_is_rejected() {
     assert!(load_str("t.yaml", "t", &y("c0+100")).is_ok());
     assert!(load_str("t.yaml", "t", &y("null")).is_ok());
 }
+
+/// Found by model_vs_kernel: a literal address near the vdso placeholder (`null+` a large
+/// offset, or a repeat stride that lands there) was taken for `vdso+off`, so the case
+/// silently named the vdso (and required it). Such an address is now rejected.
+#[test]
+fn literal_address_in_placeholder_range_is_rejected() {
+    let y = |base: &str, extra: &str| {
+        format!(
+            "description: x\ncaller:\n  regions: [{{name: c0, pages: 1}}]\ncall:\n  syscall: readv\n  local: [{{base: \"{base}\", len: 1{extra}}}]\n"
+        )
+    };
+    let e = load_str("t.yaml", "t", &y("null+0x5a00000000000000", "")).unwrap_err();
+    assert!(e.message.contains("placeholder"), "{e}");
+    let e = load_str(
+        "t.yaml",
+        "t",
+        &y("null", ", repeat: 2, stride: 0x5a00000000000010"),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("placeholder"), "{e}");
+    let ok = load_str("t.yaml", "t", &y("vdso+16", "")).expect("vdso is still a name");
+    assert_eq!(ok.specials.len(), 1);
+    assert!(load_str("t.yaml", "t", &y("non_canonical", "")).is_ok());
+}
