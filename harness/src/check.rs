@@ -262,7 +262,10 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<
     let mut checked = vec![true; mem.len()];
     let write = plan.call.syscall == Syscall::Writev;
     let dst_side = if write { Side::Target } else { Side::Caller };
-    if region.side != dst_side || pred.result.is_err() {
+    // With a self/thread/clone_vm target both sides are one address space: an address on
+    // either side can land in any region.
+    let reachable = region.side == dst_side || plan.target_shares_caller_mm();
+    if !reachable || pred.result.is_err() {
         return (mem, checked);
     }
     let (rs, re) = (region.start, region.start + region.backed_len());
@@ -304,6 +307,10 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
 
 /// The first differing byte and how many differ, ignoring bytes `checked` marks false.
 fn first_diff_masked(a: &[u8], b: &[u8], checked: Option<&[bool]>) -> Option<(usize, usize)> {
+    // Equal bytes differ nowhere, masked or not: one memcmp for the common case.
+    if a == b {
+        return None;
+    }
     let is_checked = |i: usize| checked.is_none_or(|c| c.get(i).copied().unwrap_or(true));
     let differs = |(i, (x, y)): (usize, (&u8, &u8))| x != y && is_checked(i);
     let first = a.iter().zip(b).enumerate().position(differs)?;

@@ -54,6 +54,21 @@ pub enum Command {
     Check { paths: Vec<PathBuf> },
     /// Show the model's step-by-step prediction for one case.
     Explain { case: PathBuf },
+    /// Write a model_vs_kernel fuzz artifact (a crash input) as a case file.
+    ImportCrash {
+        artifact: PathBuf,
+        /// Where the case file goes.
+        #[arg(long, default_value = "cases/regressions")]
+        out: PathBuf,
+    },
+    /// Write a seed corpus for the model_vs_kernel fuzz target from case files (each case
+    /// the fuzz input format can express).
+    Corpus {
+        dir: PathBuf,
+        /// Case files or directories (default: cases/).
+        #[arg(long = "cases")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -113,6 +128,8 @@ pub fn main_with(cli: Cli) -> i32 {
                 0
             }
         },
+        Command::ImportCrash { artifact, out } => import_crash(&artifact, &out),
+        Command::Corpus { dir, paths } => corpus(&dir, paths),
         Command::Run {
             paths,
             format,
@@ -162,4 +179,81 @@ pub fn main_with(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// `pvmtest import-crash`: the artifact's bytes decoded as a fuzz input, written as YAML.
+fn import_crash(artifact: &std::path::Path, out: &std::path::Path) -> i32 {
+    use crate::fuzzcase::{fnv64, FuzzCase};
+    let bytes = match std::fs::read(artifact) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {}: {e}", artifact.display());
+            return 2;
+        }
+    };
+    let hash = fnv64(&bytes);
+    let case = FuzzCase::decode(&bytes);
+    let shown = artifact.file_name().map_or_else(
+        || artifact.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let description = format!(
+        "Imported by `pvmtest import-crash` from the model_vs_kernel fuzz artifact {shown} (FNV-1a 64 of its bytes: {hash:016x}). Not pinned: `pvmtest run` compares the kernel with the model's prediction."
+    );
+    let yaml = case.to_yaml(&description);
+    let name = format!("fuzz_{hash:016x}.yaml");
+    let path = out.join(&name);
+    if let Err(e) = runner::load_str(&path.display().to_string(), &name, &yaml) {
+        eprintln!("error: the artifact decodes to a case the validator rejects ({e}): no case file to write (a mismatch found before the validator learnt this rule; add a loader test instead)");
+        return 2;
+    }
+    if let Err(e) = std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, yaml)) {
+        eprintln!("error: {}: {e}", path.display());
+        return 2;
+    }
+    println!("{}", path.display());
+    0
+}
+
+/// `pvmtest corpus`: every case the fuzz input format can express, encoded, one file each.
+fn corpus(dir: &std::path::Path, paths: Vec<PathBuf>) -> i32 {
+    use crate::fuzzcase::FuzzCase;
+    let files = match runner::collect(&default_paths(paths)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: {}: {e}", dir.display());
+        return 2;
+    }
+    let mut written = 0;
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let Ok(case) = serde_yaml::from_str::<crate::case::CaseFile>(&text) else {
+            continue;
+        };
+        let Some(fc) = FuzzCase::from_case_file(&case) else {
+            continue;
+        };
+        if fc.plan("corpus").is_err() {
+            continue;
+        }
+        let name = runner::case_id(f).replace('/', "__");
+        if let Err(e) = std::fs::write(dir.join(name), fc.encode()) {
+            eprintln!("error: {}: {e}", dir.display());
+            return 2;
+        }
+        written += 1;
+    }
+    println!(
+        "{written} of {} cases encoded into {}",
+        files.len(),
+        dir.display()
+    );
+    0
 }

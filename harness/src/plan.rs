@@ -708,10 +708,24 @@ fn expand_iovs(
             let label = if k == 0 {
                 s.base.clone()
             } else {
-                format!("{}+{}", s.base, k * stride)
+                format!("{}+{}", s.base, k.wrapping_mul(stride))
             };
+            let addr = base.wrapping_add(k.wrapping_mul(stride));
+            // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
+            // a literal one there would silently become the vdso. They are non-canonical:
+            // `non_canonical` names one.
+            let special_name = ["vdso", "vvar"]
+                .iter()
+                .any(|n| s.base.trim().starts_with(n));
+            if !special_name && Special::of_placeholder(addr).is_some() {
+                return Err(PlanError::new(
+                    f,
+                    format!("{addr:#x} lies in the range reserved for vdso/vvar placeholders; use `non_canonical` for a non-canonical address"),
+                )
+                .at(&s.base));
+            }
             out.push(Iov {
-                base: base.wrapping_add(k.wrapping_mul(stride)),
+                base: addr,
                 len,
                 label,
             });
@@ -941,6 +955,15 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         ("call.lvec", lvec, &call.lvec),
         ("call.rvec", rvec, &call.rvec),
     ] {
+        // int 0x80 passes the low 32 bits of each register (sys::call_compat): a larger
+        // pointer would reach the kernel as another address than the one the model judges.
+        if entry == Entry::Compat && v > u32::MAX as u64 {
+            return Err(PlanError::new(
+                f,
+                "the compat entry passes 32-bit registers; use an array address below 2^32",
+            )
+            .at(e.as_deref().unwrap_or("")));
+        }
         if Special::of_placeholder(v).is_some() {
             return Err(PlanError::new(
                 f,

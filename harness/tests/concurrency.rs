@@ -43,10 +43,12 @@ struct Tally {
 fn label(r: Result<u64, i32>) -> String {
     match r {
         Ok(n) if n as usize == PAGES * PAGE => "full".into(),
-        Ok(n) if n as usize % (1024 * PAGE) == 0 => {
+        Ok(n) if (n as usize).is_multiple_of(1024 * PAGE) => {
             format!("partial {} pages (batch boundary)", n as usize / PAGE)
         }
-        Ok(n) if n as usize % PAGE == 0 => format!("partial {} pages", n as usize / PAGE),
+        Ok(n) if (n as usize).is_multiple_of(PAGE) => {
+            format!("partial {} pages", n as usize / PAGE)
+        }
         Ok(n) => format!("partial {n} bytes (not a page boundary)"),
         Err(e) => pvmtest::errno::name(e),
     }

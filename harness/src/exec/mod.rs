@@ -15,6 +15,7 @@
 
 pub mod evolving;
 pub mod layout;
+pub mod persistent;
 pub mod proc;
 
 use crate::case::{Entry, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
