@@ -144,6 +144,26 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<String>,
     },
+    /// Generate N cases from a seed and run them inside every kernel; report mismatches
+    /// (cases where a kernel and the model disagree) per kernel, keeping their YAML.
+    Fuzz {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A kernel id (repeatable; default: all of them).
+        #[arg(long = "kernel", value_name = "ID")]
+        kernel: Vec<String>,
+        #[arg(long = "kernel-image", value_name = "PATH")]
+        kernel_image: Vec<PathBuf>,
+        /// Where the YAML of mismatching cases is written.
+        #[arg(long, value_name = "DIR", default_value = "fuzz-mismatches")]
+        out: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
     /// Download and verify kernels into the cache; print what would run.
     Fetch {
         #[command(flatten)]
@@ -295,6 +315,64 @@ fn dispatch(cli: Cli) -> Result<i32> {
             kernel,
             argv,
         } => crate::exec::exec(&common, kernel, &argv),
+        Command::Fuzz {
+            common,
+            count,
+            seed,
+            kernel,
+            kernel_image,
+            out,
+            report: report_dir,
+        } => {
+            let list = load_list(common.kernels.as_deref())?;
+            let sel = matrix::select(&list, &kernel, &kernel_image, None)?;
+            let cases = crate::fuzz::generate(seed, count);
+            let work = tempfile::Builder::new()
+                .prefix("kernel-matrix-fuzz-")
+                .tempdir()
+                .map_err(|e| Error::new(format!("cannot make a scratch directory: {e}")))?;
+            let dir = crate::fuzz::write_cases(work.path(), &cases)?;
+            let results = run_selected(&common, &sel, std::slice::from_ref(&dir), None)?;
+            if let Some(d) = report_dir {
+                report::write_dir(&d, &results.kernels, &|c| results.describe(c))?;
+            }
+            let mut mismatches = 0;
+            for k in &results.kernels {
+                let bad: Vec<&serde_json::Value> = k
+                    .results
+                    .iter()
+                    .filter(|r| matches!(r["status"].as_str(), Some("fail") | Some("broken")))
+                    .collect();
+                println!(
+                    "{}: {} generated cases (seed {seed}): {} pass, {} skip, {} mismatch{}",
+                    k.kernel.id,
+                    k.results.len(),
+                    k.summary.pass,
+                    k.summary.skip,
+                    bad.len(),
+                    k.failure
+                        .as_ref()
+                        .map_or(String::new(), |f| format!(" — KERNEL BROKEN: {f}"))
+                );
+                for r in bad {
+                    mismatches += 1;
+                    let case = r["case"].as_str().unwrap_or("?");
+                    let name = case.trim_start_matches("fuzz/");
+                    let src = dir.join(format!("{name}.yaml"));
+                    let dest = out.join(format!("{}-{name}.yaml", k.kernel.id));
+                    let _ = std::fs::create_dir_all(&out);
+                    let _ = std::fs::copy(&src, &dest);
+                    println!(
+                        "  {case}: {} — {}\n    kept as {}",
+                        r["call"].as_str().unwrap_or_default(),
+                        r["reason"].as_str().unwrap_or_default(),
+                        dest.display()
+                    );
+                }
+            }
+            let broken = results.kernels.iter().any(|k| k.status != "ok");
+            Ok(if mismatches == 0 && !broken { 0 } else { 1 })
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod deb;
 pub mod error;
 pub mod exec;
 pub mod fetch;
+pub mod fuzz;
 pub mod image;
 pub mod initramfs;
 pub mod kernels;

@@ -261,6 +261,37 @@ fn compare_lists_changed_cases() {
     );
 }
 
+/// `fuzz` generates cases from a seed and runs them inside a kernel; none may disagree with
+/// the model.
+#[test]
+fn fuzz_runs_generated_cases_in_a_kernel() {
+    if !vms_available("fuzz_runs_generated_cases_in_a_kernel") {
+        return;
+    }
+    let t = tag("fuzz");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = km(&t)
+        .args([
+            "fuzz", "--count", "40", "--seed", "3", "--kernel", "6.1", "--accel", "tcg",
+        ])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("6.1: 40 generated cases (seed 3):"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", 0 mismatch"), "{stdout}");
+    assert!(
+        leftovers(&t).is_empty(),
+        "left running: {:?}",
+        leftovers(&t)
+    );
+}
+
 /// Ctrl-C while VMs run: kernel-matrix dies of SIGINT and takes every QEMU with it.
 #[test]
 fn sigint_leaves_no_vm() {
