@@ -222,6 +222,34 @@ pub enum Prot {
     Rx,
 }
 
+impl Prot {
+    /// The name a case file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prot::Rw => "rw",
+            Prot::Ro => "ro",
+            Prot::None => "none",
+            Prot::Wo => "wo",
+            Prot::Xo => "xo",
+            Prot::Rwx => "rwx",
+            Prot::Rx => "rx",
+        }
+    }
+
+    /// The `PROT_*` bits for mmap/mprotect.
+    pub fn bits(self) -> i32 {
+        match self {
+            Prot::Rw => libc::PROT_READ | libc::PROT_WRITE,
+            Prot::Ro => libc::PROT_READ,
+            Prot::None => libc::PROT_NONE,
+            Prot::Wo => libc::PROT_WRITE,
+            Prot::Xo => libc::PROT_EXEC,
+            Prot::Rwx => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            Prot::Rx => libc::PROT_READ | libc::PROT_EXEC,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegionKind {

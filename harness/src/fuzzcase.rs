@@ -605,7 +605,7 @@ impl FuzzCase {
                     "    - {{name: {prefix}{i}, pages: {}, kind: {}, prot: {}",
                     r.pages,
                     kind_name(r.kind),
-                    prot_name(r.prot)
+                    r.prot.name()
                 );
                 if let Some(fs) = r.file_size {
                     let _ = write!(y, ", file_size: {fs}");
@@ -840,18 +840,6 @@ fn kind_name(k: RegionKind) -> &'static str {
         RegionKind::MemfdPrivate => "memfd_private",
         RegionKind::MemfdShared => "memfd_shared",
         _ => "anon",
-    }
-}
-
-fn prot_name(p: Prot) -> &'static str {
-    match p {
-        Prot::Rw => "rw",
-        Prot::Ro => "ro",
-        Prot::None => "none",
-        Prot::Wo => "wo",
-        Prot::Xo => "xo",
-        Prot::Rwx => "rwx",
-        Prot::Rx => "rx",
     }
 }
 

@@ -98,30 +98,6 @@ struct Call {
     remote: Vec<(u64, u64)>,
 }
 
-fn prot_name(p: Prot) -> &'static str {
-    match p {
-        Prot::Rw => "rw",
-        Prot::Ro => "ro",
-        Prot::None => "none",
-        Prot::Wo => "wo",
-        Prot::Xo => "xo",
-        Prot::Rwx => "rwx",
-        Prot::Rx => "rx",
-    }
-}
-
-fn prot_bits(p: Prot) -> i32 {
-    match p {
-        Prot::Rw => libc::PROT_READ | libc::PROT_WRITE,
-        Prot::Ro => libc::PROT_READ,
-        Prot::None => libc::PROT_NONE,
-        Prot::Wo => libc::PROT_WRITE,
-        Prot::Xo => libc::PROT_EXEC,
-        Prot::Rwx => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-        Prot::Rx => libc::PROT_READ | libc::PROT_EXEC,
-    }
-}
-
 fn writable(p: Prot) -> bool {
     matches!(p, Prot::Rw | Prot::Wo | Prot::Rwx)
 }
@@ -149,7 +125,7 @@ fn yaml(s: &State, c: &Call) -> String {
             i + 1,
             j - i,
             i + 1,
-            prot_name(p.prot)
+            p.prot.name()
         );
         any = true;
         i = j;
@@ -386,7 +362,7 @@ impl StateMachineTest for EvolvingTest {
                 .unwrap(),
             Step::Unmap { page, n } => t_.unmap(at(*page), *n as u64 * PAGE).unwrap(),
             Step::Protect { page, n, prot } => t_
-                .protect(at(*page), *n as u64 * PAGE, prot_bits(*prot))
+                .protect(at(*page), *n as u64 * PAGE, prot.bits())
                 .unwrap(),
             Step::TargetWrite {
                 page,
@@ -453,7 +429,7 @@ impl StateMachineTest for EvolvingTest {
             let Some(p) = p else { continue };
             let got = sut
                 .target
-                .dump(base + i as u64 * PAGE, PAGE, prot_bits(p.prot))
+                .dump(base + i as u64 * PAGE, PAGE, p.prot.bits())
                 .unwrap();
             if let Some(k) = got.iter().zip(&p.bytes).position(|(a, b)| a != b) {
                 panic!(

@@ -11,18 +11,6 @@ use std::os::fd::RawFd;
 
 const THP_SIZE: u64 = 2 << 20;
 
-fn prot_bits(p: Prot) -> i32 {
-    match p {
-        Prot::Rw => libc::PROT_READ | libc::PROT_WRITE,
-        Prot::Ro => libc::PROT_READ,
-        Prot::None => libc::PROT_NONE,
-        Prot::Wo => libc::PROT_WRITE,
-        Prot::Xo => libc::PROT_EXEC,
-        Prot::Rwx => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-        Prot::Rx => libc::PROT_READ | libc::PROT_EXEC,
-    }
-}
-
 fn errno() -> i32 {
     nix::errno::Errno::last_raw()
 }
@@ -110,7 +98,7 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
         }
         if r.prot != Prot::Rw {
             // SAFETY: changes protection of a range this process just mapped.
-            if unsafe { libc::mprotect(p, r.len as usize, prot_bits(r.prot)) } != 0 {
+            if unsafe { libc::mprotect(p, r.len as usize, r.prot.bits()) } != 0 {
                 return Err((errno(), "mprotect"));
             }
         }
