@@ -496,14 +496,7 @@ impl Evolving {
                 return 3;
             }
             let c = &plan.call;
-            let args = crate::sys::RawArgs {
-                pid,
-                lvec: c.lvec,
-                liovcnt: c.liovcnt,
-                rvec: c.rvec,
-                riovcnt: c.riovcnt,
-                flags: c.flags,
-            };
+            let args = crate::sys::RawArgs::of(c, pid);
             let r = crate::sys::call_native(c.syscall == crate::case::Syscall::Writev, &args);
             let v: i64 = match r {
                 Ok(n) => n as i64,

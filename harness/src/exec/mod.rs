@@ -502,14 +502,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
         pause_forever();
     }
     let call = &plan.call;
-    let args = crate::sys::RawArgs {
-        pid,
-        lvec: call.lvec,
-        liovcnt: call.liovcnt,
-        rvec: call.rvec,
-        riovcnt: call.riovcnt,
-        flags: call.flags,
-    };
+    let args = crate::sys::RawArgs::of(call, pid);
     let write = call.syscall == Syscall::Writev;
     let r = match call.entry {
         Entry::Native => crate::sys::call_native(write, &args),

@@ -448,14 +448,7 @@ impl Persistent {
         };
         // 3. The call.
         let c = &plan.call;
-        let args = RawArgs {
-            pid,
-            lvec: c.lvec,
-            liovcnt: c.liovcnt,
-            rvec: c.rvec,
-            riovcnt: c.riovcnt,
-            flags: c.flags,
-        };
+        let args = RawArgs::of(c, pid);
         let write = c.syscall == Syscall::Writev;
         let compat = c.entry == Entry::Compat;
         let result = match &plan.caller_creds {

@@ -31,6 +31,20 @@ pub struct RawArgs {
     pub flags: u64,
 }
 
+impl RawArgs {
+    /// A plan's call as made on `pid`, every argument exactly as planned.
+    pub fn of(call: &crate::plan::Call, pid: i32) -> RawArgs {
+        RawArgs {
+            pid,
+            lvec: call.lvec,
+            liovcnt: call.liovcnt,
+            rvec: call.rvec,
+            riovcnt: call.riovcnt,
+            flags: call.flags,
+        }
+    }
+}
+
 /// `len` bytes of this process's own memory at `addr`, read through `/proc/self/mem` (so an
 /// unreadable address is an error, not a fault). Used for the vdso bytes a copy moved.
 pub fn own_memory(addr: u64, len: u64) -> Option<Vec<u8>> {
