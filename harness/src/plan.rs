@@ -187,7 +187,21 @@ impl Region {
 pub struct Iov {
     pub base: u64,
     pub len: u64,
-    pub label: String,
+    /// The entry's `base` as written, shared by every repeat of the entry.
+    base_label: std::sync::Arc<str>,
+    /// The offset from `base_label` (`k * stride`), when this is repeat `k > 0`.
+    offset: Option<u64>,
+}
+
+impl Iov {
+    /// How the case names this iovec's base: `buf+8`, or `buf+4096` for a repeat
+    /// (formatted only for error messages: an entry may repeat thousands of times).
+    pub fn label(&self) -> String {
+        match self.offset {
+            None => self.base_label.to_string(),
+            Some(o) => format!("{}+{}", self.base_label, o),
+        }
+    }
 }
 
 /// A run of identical-shape iovecs, kept for compact rendering (`{buf+0,1}×1024`).
@@ -704,19 +718,15 @@ fn expand_iovs(
         if s.stride.is_some() && s.repeat.is_none() {
             return Err(PlanError::new(format!("{f}.stride"), "stride needs repeat").at(&s.base));
         }
+        let base_label: std::sync::Arc<str> = s.base.as_str().into();
+        // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
+        // a literal one there would silently become the vdso. They are non-canonical:
+        // `non_canonical` names one.
+        let special_name = ["vdso", "vvar"]
+            .iter()
+            .any(|n| s.base.trim().starts_with(n));
         for k in 0..repeat {
-            let label = if k == 0 {
-                s.base.clone()
-            } else {
-                format!("{}+{}", s.base, k.wrapping_mul(stride))
-            };
             let addr = base.wrapping_add(k.wrapping_mul(stride));
-            // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
-            // a literal one there would silently become the vdso. They are non-canonical:
-            // `non_canonical` names one.
-            let special_name = ["vdso", "vvar"]
-                .iter()
-                .any(|n| s.base.trim().starts_with(n));
             if !special_name && Special::of_placeholder(addr).is_some() {
                 return Err(PlanError::new(
                     f,
@@ -727,7 +737,8 @@ fn expand_iovs(
             out.push(Iov {
                 base: addr,
                 len,
-                label,
+                base_label: base_label.clone(),
+                offset: (k > 0).then(|| k.wrapping_mul(stride)),
             });
         }
         groups.push(IovGroup {
@@ -864,7 +875,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                     format!("{side}[{i}]"),
                     "a remote iovec starting in the [vvar] rng page (vvar+2*page) is not modelled: whether it is mapped depends on libc's use of the vDSO getrandom",
                 )
-                .at(&v.label));
+                .at(&v.label()));
             }
             if entry == Entry::Compat {
                 return Err(PlanError::new(
@@ -874,14 +885,14 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         s.name()
                     ),
                 )
-                .at(&v.label));
+                .at(&v.label()));
             }
             if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {
                 return Err(PlanError::new(
                     format!("{side}[{i}]"),
                     format!("reading the {} as a local source is not modelled (its contents change and which of its pages fault depends on the clock source)", s.name()),
                 )
-                .at(&v.label));
+                .at(&v.label()));
             }
             if !specials.contains(&s) {
                 specials.push(s);
@@ -899,7 +910,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         format!("{side}[{i}]"),
                         "a compat iovec holds 32-bit base and length; use addresses and lengths below 2^32",
                     )
-                    .at(&v.label));
+                    .at(&v.label()));
                 }
             }
         }
