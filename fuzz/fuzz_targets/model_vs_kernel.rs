@@ -23,6 +23,13 @@ extern "C" fn shutdown() {
 
 fuzz_target!(
     init: {
+        match pvmtest::exec::persistent::pin_for_fuzzing() {
+            Ok(what) => eprintln!("model_vs_kernel: {what}"),
+            Err(e) => {
+                eprintln!("model_vs_kernel: {e}");
+                std::process::exit(2);
+            }
+        }
         let p = Persistent::new(Duration::from_secs(5)).expect("persistent executor");
         *EXEC.lock().unwrap() = Some(p);
         // Kills and reaps the target at

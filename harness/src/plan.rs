@@ -187,19 +187,22 @@ impl Region {
 pub struct Iov {
     pub base: u64,
     pub len: u64,
-    /// The entry's `base` as written, shared by every repeat of the entry.
-    base_label: std::sync::Arc<str>,
-    /// The offset from `base_label` (`k * stride`), when this is repeat `k > 0`.
-    offset: Option<u64>,
+    /// The entry (index into the side's [`IovGroup`]s) this iovec repeats.
+    pub group: u32,
+    /// The offset from the entry's base (`k * stride`), when this is repeat `k > 0`.
+    pub offset: Option<u64>,
 }
 
 impl Iov {
-    /// How the case names this iovec's base: `buf+8`, or `buf+4096` for a repeat
-    /// (formatted only for error messages: an entry may repeat thousands of times).
-    pub fn label(&self) -> String {
+    /// How the case names this iovec's base: `buf+8`, or `buf+8+4096` for a repeat.
+    /// Formatted only for error messages: an entry may repeat thousands of times.
+    pub fn label(&self, groups: &[IovGroup]) -> String {
+        let base = groups
+            .get(self.group as usize)
+            .map_or("?", |g| g.label.as_str());
         match self.offset {
-            None => self.base_label.to_string(),
-            Some(o) => format!("{}+{}", self.base_label, o),
+            None => base.to_string(),
+            Some(o) => format!("{base}+{o}"),
         }
     }
 }
@@ -440,6 +443,17 @@ fn creds(field: &str, c: &CredSpec) -> Result<Creds, PlanError> {
         raise: caps::set_from_names(&c.raise_caps)
             .map_err(|e| PlanError::new(format!("{field}.raise_caps"), e))?,
     })
+}
+
+/// The address ranges plans place regions and arrays in, as (start, length): a process that
+/// builds layouts keeps everything else out of them.
+pub fn reserved_ranges() -> [(u64, u64); 4] {
+    [
+        (NATIVE_TARGET_BASE, NATIVE_SPAN),
+        (NATIVE_CALLER_BASE, NATIVE_SPAN),
+        (COMPAT_TARGET_BASE, COMPAT_SPAN),
+        (COMPAT_CALLER_BASE, COMPAT_SPAN),
+    ]
 }
 
 fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
@@ -699,26 +713,34 @@ fn expand_iovs(
     let mut out = Vec::new();
     let mut groups = Vec::new();
     for (i, s) in specs.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        let base = resolve_addr(&s.base, regions, hole, guard, &format!("{f}.base"))?;
-        let len = num(&format!("{f}.len"), &s.len)?;
+        // Field names are formatted only for an error: this runs on every fuzz input.
+        let f = || format!("{field}[{i}]");
+        let at = |sub: &'static str| {
+            move |e: PlanError| PlanError {
+                field: format!("{field}[{i}].{sub}"),
+                ..e
+            }
+        };
+        let base = resolve_addr(&s.base, regions, hole, guard, "").map_err(at("base"))?;
+        let len = num("", &s.len).map_err(at("len"))?;
         let repeat = match &s.repeat {
-            Some(r) => num(&format!("{f}.repeat"), r)?,
+            Some(r) => num("", r).map_err(at("repeat"))?,
             None => 1,
         };
         if repeat == 0 || repeat > 4096 {
             return Err(
-                PlanError::new(format!("{f}.repeat"), "repeat must be 1..=4096").at(&s.base),
+                PlanError::new(format!("{}.repeat", f()), "repeat must be 1..=4096").at(&s.base),
             );
         }
         let stride = match &s.stride {
-            Some(st) => num(&format!("{f}.stride"), st)?,
+            Some(st) => num("", st).map_err(at("stride"))?,
             None => 0,
         };
         if s.stride.is_some() && s.repeat.is_none() {
-            return Err(PlanError::new(format!("{f}.stride"), "stride needs repeat").at(&s.base));
+            return Err(
+                PlanError::new(format!("{}.stride", f()), "stride needs repeat").at(&s.base),
+            );
         }
-        let base_label: std::sync::Arc<str> = s.base.as_str().into();
         // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
         // a literal one there would silently become the vdso. They are non-canonical:
         // `non_canonical` names one.
@@ -729,7 +751,7 @@ fn expand_iovs(
             let addr = base.wrapping_add(k.wrapping_mul(stride));
             if !special_name && Special::of_placeholder(addr).is_some() {
                 return Err(PlanError::new(
-                    f,
+                    f(),
                     format!("{addr:#x} lies in the range reserved for vdso/vvar placeholders; use `non_canonical` for a non-canonical address"),
                 )
                 .at(&s.base));
@@ -737,7 +759,7 @@ fn expand_iovs(
             out.push(Iov {
                 base: addr,
                 len,
-                base_label: base_label.clone(),
+                group: i as u32,
                 offset: (k > 0).then(|| k.wrapping_mul(stride)),
             });
         }
@@ -858,7 +880,10 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     let (remote, remote_groups) =
         expand_iovs(&call.remote, &target_regions, thole, tguard, "call.remote")?;
     let mut specials: Vec<Special> = Vec::new();
-    for (side, list) in [("call.local", &local), ("call.remote", &remote)] {
+    for (side, list, groups) in [
+        ("call.local", &local, &local_groups),
+        ("call.remote", &remote, &remote_groups),
+    ] {
         for (i, v) in list.iter().enumerate() {
             let Some((s, off)) = Special::of_placeholder(v.base) else {
                 continue;
@@ -875,7 +900,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                     format!("{side}[{i}]"),
                     "a remote iovec starting in the [vvar] rng page (vvar+2*page) is not modelled: whether it is mapped depends on libc's use of the vDSO getrandom",
                 )
-                .at(&v.label()));
+                .at(v.label(groups)));
             }
             if entry == Entry::Compat {
                 return Err(PlanError::new(
@@ -885,14 +910,14 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         s.name()
                     ),
                 )
-                .at(&v.label()));
+                .at(v.label(groups)));
             }
             if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {
                 return Err(PlanError::new(
                     format!("{side}[{i}]"),
                     format!("reading the {} as a local source is not modelled (its contents change and which of its pages fault depends on the clock source)", s.name()),
                 )
-                .at(&v.label()));
+                .at(v.label(groups)));
             }
             if !specials.contains(&s) {
                 specials.push(s);
@@ -903,14 +928,17 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         }
     }
     if entry == Entry::Compat {
-        for (side, list) in [("call.local", &local), ("call.remote", &remote)] {
+        for (side, list, groups) in [
+            ("call.local", &local, &local_groups),
+            ("call.remote", &remote, &remote_groups),
+        ] {
             for (i, v) in list.iter().enumerate() {
                 if v.base > u32::MAX as u64 || v.len > u32::MAX as u64 {
                     return Err(PlanError::new(
                         format!("{side}[{i}]"),
                         "a compat iovec holds 32-bit base and length; use addresses and lengths below 2^32",
                     )
-                    .at(&v.label()));
+                    .at(v.label(groups)));
                 }
             }
         }

@@ -192,11 +192,40 @@ fn persistent_matches_fork_executor() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
+/// The fork-per-case executor's children are forks of a process that may hold plan mappings
+/// (here a persistent executor's, as when the two run in one test binary): they must build
+/// their layouts from nothing (before `layout::clear_reserved` they failed with EEXIST).
+#[test]
+fn fork_executor_beside_a_persistent_one() {
+    let facts = pvmtest::facts::Facts::detect();
+    let mut p = Persistent::new(Duration::from_secs(5)).expect("executor");
+    let mut ran = 0;
+    for seed in 0..40 {
+        let case = sane(seed);
+        let Ok(plan) = case.plan("fuzz/input") else {
+            continue;
+        };
+        if pvmtest::check::unmet_requirement(&plan, &facts).is_some() {
+            continue;
+        }
+        let a = p.execute(&plan).expect("persistent").expect("placeable");
+        let b = exec::execute(&plan, &facts, &Options::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{}", case.to_yaml("x")));
+        assert_eq!(a.result, b.result, "seed {seed}\n{}", case.to_yaml("x"));
+        ran += 1;
+    }
+    assert!(ran > 20, "only {ran} cases ran");
+}
+
 /// Prints how many inputs a second the persistent executor runs (model and checker
 /// included); `cargo test --release --test persistent -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn throughput() {
+    eprintln!(
+        "{}",
+        pvmtest::exec::persistent::pin_for_fuzzing().expect("pin")
+    );
     let mut p = Persistent::new(Duration::from_secs(5)).expect("executor");
     let cases: Vec<FuzzCase> = (0..2000)
         .map(|s| {

@@ -27,6 +27,19 @@ fn fill_words(start: u64, len: u64, tag: u8) {
     }
 }
 
+/// Unmaps everything in the plans' reserved ranges ([`crate::plan::reserved_ranges`]), taking
+/// `ranges` computed before the fork. A child forked from a process that holds plan mappings
+/// (the persistent executor, or a test running one next to the fork-per-case executor) gets
+/// copies of them; its layout must start from nothing there, or MAP_FIXED_NOREPLACE fails with
+/// EEXIST and the model would not know the stale memory.
+pub fn clear_reserved(ranges: &[(u64, u64)]) {
+    for &(start, len) in ranges {
+        // SAFETY: the reserved ranges hold only plan mappings, which no code, stack or heap of
+        // this process lives in; munmap of a range with nothing mapped is a no-op.
+        unsafe { libc::munmap(start as *mut libc::c_void, len as usize) };
+    }
+}
+
 /// Maps `regions` (holes stay unmapped); `fds[i]` is the file for file-backed region `i`.
 pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'static str)> {
     for (i, r) in regions.iter().enumerate() {

@@ -124,8 +124,21 @@ pub struct Persistent {
     clone_vm: Option<Child>,
     workers: Vec<Worker>,
     self_mem: File,
+    /// Descriptors of files and memfds whose mappings went away, `[file, memfd]`, rewritten
+    /// and reused for the next file region (creating an O_TMPFILE inode and evicting it on
+    /// close cost more than the rest of a remap).
+    spare: [Vec<OwnedFd>; 2],
     unplaceable: String,
     pub stats: Stats,
+}
+
+/// Which spare list a file-backed region's descriptor belongs to.
+fn file_class(k: RegionKind) -> Option<usize> {
+    match k {
+        RegionKind::FilePrivate | RegionKind::FileShared => Some(0),
+        RegionKind::MemfdPrivate | RegionKind::MemfdShared => Some(1),
+        _ => None,
+    }
 }
 
 fn errno_str(e: i32) -> String {
@@ -248,7 +261,9 @@ fn read_file(fd: &OwnedFd, len: u64) -> Result<Vec<u8>, String> {
 
 /// The target's loop: read a batch of records, carry it out, answer `K` or `E errno`.
 /// No allocation (this is a fork of a possibly multi-threaded process).
-fn target_loop(ctl: RawFd, reply: RawFd) -> i32 {
+fn target_loop(ctl: RawFd, reply: RawFd, reserved: [(u64, u64); 4]) -> i32 {
+    // The fork copied this executor's caller and `self`-target mappings.
+    layout::clear_reserved(&reserved);
     let mut buf = [0u8; OP_SIZE * MAX_OPS];
     loop {
         let mut hdr = [0u8; 4];
@@ -356,6 +371,7 @@ impl Persistent {
             clone_vm: None,
             workers: Vec::new(),
             self_mem,
+            spare: [Vec::new(), Vec::new()],
             unplaceable: String::new(),
             stats: Stats::default(),
         })
@@ -483,15 +499,24 @@ impl Persistent {
                     unsafe {
                         libc::munmap(o.region.start as *mut libc::c_void, o.region.len as usize)
                     };
+                    // With the mapping gone nothing else refers to the file: reusable.
+                    if let (Some(fd), Some(c)) = (o.fd, file_class(o.region.kind)) {
+                        if self.spare[c].len() < POOL {
+                            self.spare[c].push(fd);
+                        }
+                    }
                 }
             }
         }
         for (w, _) in want.iter().zip(&keep).filter(|(_, k)| !**k) {
             self.stats.own_maps += 1;
-            let fd = if w.needs_fd() {
-                Some(super::make_file(w)?)
-            } else {
-                None
+            let fd = match file_class(w.kind).and_then(|c| self.spare[c].pop()) {
+                Some(fd) => {
+                    refill(&fd, w)?;
+                    Some(fd)
+                }
+                None if w.needs_fd() => Some(super::make_file(w)?),
+                None => None,
             };
             let fds = [fd.as_ref().map(|f| f.as_raw_fd())];
             layout::build(std::slice::from_ref(w), &fds).map_err(|(e, step)| {
@@ -584,7 +609,8 @@ impl Persistent {
         let (ctl_r, ctl_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (rep_r, rep_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (cr, rw) = (ctl_r.as_raw_fd(), rep_w.as_raw_fd());
-        let child = proc::fork_child(b"pvmtest-ftarget\0", || target_loop(cr, rw))
+        let reserved = crate::plan::reserved_ranges();
+        let child = proc::fork_child(b"pvmtest-ftarget\0", || target_loop(cr, rw, reserved))
             .map_err(|e| format!("forking the target: {e}"))?;
         drop(ctl_r);
         drop(rep_w);
@@ -839,6 +865,37 @@ impl Drop for Persistent {
         self.shutdown();
         self.unmap_own();
     }
+}
+
+/// Pins the calling thread, and so every thread and process the executor starts from it
+/// later (credential workers, the `child`, `thread` and `clone_vm` targets), to one CPU.
+///
+/// Why: a case hands work to another task (a worker's call, the target's remap) and waits for
+/// it. When the two run on different CPUs every hand-off is a cross-CPU wake-up, an IPI, and
+/// in a virtual machine a VM exit; on one CPU it is a plain context switch. Measured with
+/// `cargo test --release --test persistent throughput -- --ignored` on this 2-core VM: 6,100
+/// inputs/s unpinned, 10,700 pinned (17,100 and 29,600 when layouts repeat).
+///
+/// `PVMTEST_PIN_CPU`: unset or `current` pins to the CPU the thread runs on now; a number pins
+/// to that CPU; `none` leaves the mask alone. Returns what was done, for a log line.
+pub fn pin_for_fuzzing() -> Result<String, String> {
+    let want = std::env::var("PVMTEST_PIN_CPU").unwrap_or_default();
+    let cpu = match want.trim() {
+        "none" => return Ok("not pinned (PVMTEST_PIN_CPU=none)".into()),
+        "" | "current" => crate::sys::current_cpu().ok_or("sched_getcpu failed")?,
+        n => n.parse::<usize>().map_err(|_| {
+            format!("PVMTEST_PIN_CPU={n}: expected a CPU number, `current` or `none`")
+        })?,
+    };
+    crate::sys::pin_to_cpu(cpu).map_err(|e| {
+        format!(
+            "PVMTEST_PIN_CPU: cannot pin to CPU {cpu}: {}; use a CPU this process may run on, or `none`",
+            errno_str(e)
+        )
+    })?;
+    Ok(format!(
+        "pinned to CPU {cpu} with its workers and targets (PVMTEST_PIN_CPU=none to disable)"
+    ))
 }
 
 /// Registers `f` with libc's `atexit`, for fuzz targets to stop their executor at a normal

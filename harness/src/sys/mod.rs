@@ -257,3 +257,42 @@ pub fn stack_rlimit() -> u64 {
     }
     r.rlim_cur
 }
+
+/// The calling thread's CPU mask (`sched_getaffinity(2)`), `None` if it cannot be read.
+pub fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid out buffer for sched_getaffinity.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: writes at most size_of::<cpu_set_t>() bytes into `set`.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+/// Sets the calling thread's CPU mask (threads and processes it starts later inherit it).
+pub fn set_affinity(set: &libc::cpu_set_t) -> Result<(), i32> {
+    // SAFETY: reads one cpu_set_t for this thread (tid 0).
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::last_raw())
+    }
+}
+
+/// Restricts the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> Result<(), i32> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes the bit of a CPU below
+    // CPU_SETSIZE inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set_affinity(&set)
+}
+
+/// The CPU the calling thread is running on (`sched_getcpu(3)`).
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: no arguments; returns -1 on failure.
+    let c = unsafe { libc::sched_getcpu() };
+    usize::try_from(c).ok()
+}
