@@ -894,6 +894,26 @@ fn report(case: &FuzzCase, plan: &Plan, what: &str) -> String {
     )
 }
 
+/// splitmix64: a tiny deterministic generator, so a seed names the same inputs everywhere
+/// (`kernel-matrix fuzz --seed`, and the tests' generated inputs).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// `n` bytes, one per draw.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
 /// FNV-1a 64 of `bytes`, for naming imported artifacts.
 pub fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
@@ -905,17 +925,8 @@ pub fn fnv64(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    /// xorshift64*: deterministic bytes for the round-trip tests.
     fn bytes(seed: u64, n: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-            })
-            .collect()
+        SplitMix64(seed).bytes(n)
     }
 
     #[test]

@@ -410,8 +410,26 @@ impl PlanError {
     }
 }
 
-fn num(field: &str, n: &crate::case::NumSpec) -> Result<u64, PlanError> {
-    n.eval().map_err(|e| PlanError::new(field, e))
+/// A field's name in an error message, formatted only when there is an error (plans are
+/// built on every fuzz input).
+trait FieldName {
+    fn name(self) -> String;
+}
+
+impl FieldName for &str {
+    fn name(self) -> String {
+        self.to_string()
+    }
+}
+
+impl<F: FnOnce() -> String> FieldName for F {
+    fn name(self) -> String {
+        self()
+    }
+}
+
+fn num(field: impl FieldName, n: &crate::case::NumSpec) -> Result<u64, PlanError> {
+    n.eval().map_err(|e| PlanError::new(field.name(), e))
 }
 
 fn kernel_version(field: &str, s: &str) -> Result<(u32, u32), PlanError> {
@@ -477,7 +495,7 @@ fn lay_out(
     let mut cursor = base + PAGE; // page 0 is the `hole`
     let mut out: Vec<Region> = Vec::new();
     for (i, s) in specs.iter().enumerate() {
-        let f = format!("{field}[{i}]");
+        let f = || format!("{field}[{i}]");
         if s.name.is_empty()
             || !s
                 .name
@@ -485,42 +503,43 @@ fn lay_out(
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(PlanError::new(
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("`{}` must be letters, digits and `_`", s.name),
             )
             .at(&s.name));
         }
         if RESERVED.contains(&s.name.as_str()) {
             return Err(PlanError::new(
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("`{}` is a reserved address name; pick another", s.name),
             )
             .at(&s.name));
         }
         if out.iter().any(|r| r.name == s.name) {
             return Err(PlanError::new(
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("region `{}` is declared twice", s.name),
             )
             .at(&s.name));
         }
-        let pages = num(&format!("{f}.pages"), &s.pages)?;
+        let pages = num(|| format!("{}.pages", f()), &s.pages)?;
         if pages == 0 {
-            return Err(
-                PlanError::new(format!("{f}.pages"), "a region needs at least one page")
-                    .at(&s.name),
-            );
+            return Err(PlanError::new(
+                format!("{}.pages", f()),
+                "a region needs at least one page",
+            )
+            .at(&s.name));
         }
-        let len = pages
-            .checked_mul(PAGE)
-            .ok_or_else(|| PlanError::new(format!("{f}.pages"), "too many pages").at(&s.name))?;
+        let len = pages.checked_mul(PAGE).ok_or_else(|| {
+            PlanError::new(format!("{}.pages", f()), "too many pages").at(&s.name)
+        })?;
         if let Some(at) = &s.at {
-            let page = num(&format!("{f}.at"), at)?;
+            let page = num(|| format!("{}.at", f()), at)?;
             let start = page.checked_mul(PAGE).and_then(|o| o.checked_add(base));
             match (start, out.last()) {
                 (Some(st), Some(prev)) if st < cursor => {
                     return Err(PlanError::new(
-                        format!("{f}.at"),
+                        format!("{}.at", f()),
                         format!(
                             "region `{}` overlaps region `{}`; place it at page {} or later",
                             s.name,
@@ -533,7 +552,7 @@ fn lay_out(
                 (Some(st), _) if st >= base + PAGE => cursor = st,
                 _ => {
                     return Err(PlanError::new(
-                        format!("{f}.at"),
+                        format!("{}.at", f()),
                         "page 0 is the `hole`; use page 1 or later",
                     )
                     .at(&s.name));
@@ -545,14 +564,14 @@ fn lay_out(
         }
         if s.kind == RegionKind::Hugetlb && len % THP_ALIGN != 0 {
             return Err(PlanError::new(
-                format!("{f}.pages"),
+                format!("{}.pages", f()),
                 "a hugetlb region is made of 2 MiB pages: use a multiple of 512 pages",
             )
             .at(&s.name));
         }
         if s.kind == RegionKind::Sealed && !matches!(s.prot, Prot::Rw | Prot::Ro | Prot::Rwx) {
             return Err(PlanError::new(
-                format!("{f}.prot"),
+                format!("{}.prot", f()),
                 "a sealed region cannot be made readable for the dump later: use rw, ro or rwx",
             )
             .at(&s.name));
@@ -565,10 +584,10 @@ fn lay_out(
                 | RegionKind::MemfdShared
         );
         let file_size = match &s.file_size {
-            Some(fs) if is_file => Some(num(&format!("{f}.file_size"), fs)?),
+            Some(fs) if is_file => Some(num(|| format!("{}.file_size", f()), fs)?),
             Some(_) => {
                 return Err(PlanError::new(
-                    format!("{f}.file_size"),
+                    format!("{}.file_size", f()),
                     "only file and memfd kinds have a file size",
                 )
                 .at(&s.name))
@@ -578,7 +597,7 @@ fn lay_out(
         };
         if s.kind == RegionKind::Hole && s.prot != Prot::Rw {
             return Err(PlanError::new(
-                format!("{f}.prot"),
+                format!("{}.prot", f()),
                 "a hole is unmapped; it has no protection",
             )
             .at(&s.name));
@@ -588,7 +607,7 @@ fn lay_out(
             .filter(|e| *e + PAGE <= base + span)
             .ok_or_else(|| {
                 PlanError::new(
-                    format!("{f}.pages"),
+                    format!("{}.pages", f()),
                     format!(
                         "the layout does not fit: this {field} side has {} MiB of address space",
                         span >> 20

@@ -8,15 +8,7 @@ use pvmtest::fuzzcase::{self, FuzzCase, Verdict};
 use std::time::{Duration, Instant};
 
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
+    pvmtest::fuzzcase::SplitMix64(seed).bytes(n)
 }
 
 /// Inputs biased towards sane lengths, so most calls move bytes.

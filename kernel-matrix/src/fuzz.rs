@@ -8,27 +8,18 @@
 //! host or `kernel-matrix run --cases FILE` in a kernel.
 
 use crate::{Error, Result};
-use pvmtest::fuzzcase::{fnv64, FuzzCase};
+use pvmtest::fuzzcase::{fnv64, FuzzCase, SplitMix64};
 use std::path::{Path, PathBuf};
-
-/// splitmix64: a tiny deterministic generator, so a seed names the same cases everywhere.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The cases for (seed, count): `(file name, YAML)`, each accepted by the validator. Inputs
 /// the validator rejects are redrawn (at most 64 times per case, then that index is skipped).
 pub fn generate(seed: u64, count: usize) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        let mut state = seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407);
+        let mut state = SplitMix64(seed ^ (i as u64).wrapping_mul(0xA24B_AED4_963E_E407));
         for _ in 0..64 {
-            let len = 16 + (splitmix(&mut state) % 112) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| splitmix(&mut state) as u8).collect();
+            let len = 16 + (state.next_u64() % 112) as usize;
+            let bytes = state.bytes(len);
             let case = FuzzCase::decode(&bytes);
             let name = format!("gen_{i:05}_{:016x}.yaml", fnv64(&bytes));
             let yaml = case.to_yaml(&format!(

@@ -76,6 +76,18 @@ pub struct Dump {
     pub file: Option<Vec<u8>>,
 }
 
+impl Dump {
+    /// The bytes read back from `r`.
+    pub fn of(r: &Region, memory: Vec<u8>, file: Option<Vec<u8>>) -> Dump {
+        Dump {
+            side: r.side,
+            name: r.name.clone(),
+            memory,
+            file,
+        }
+    }
+}
+
 /// What the kernel did.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -534,12 +546,7 @@ fn read_dumps(
         let mut memory = vec![0u8; r.backed_len() as usize];
         proc::read_exact_until(fd, &mut memory, deadline)
             .map_err(|e| format!("{who} dump of {}: {e}", r.name))?;
-        out.push(Dump {
-            side: r.side,
-            name: r.name.clone(),
-            memory,
-            file: None,
-        });
+        out.push(Dump::of(r, memory, None));
     }
     Ok(())
 }

@@ -575,12 +575,7 @@ impl Persistent {
                     o.stale = true;
                 }
             }
-            out.push(Dump {
-                side: r.side,
-                name: r.name.clone(),
-                memory,
-                file,
-            });
+            out.push(Dump::of(r, memory, file));
         }
         Ok(())
     }
@@ -741,12 +736,7 @@ impl Persistent {
                     t.layout[k].1 = true;
                 }
             }
-            out.push(Dump {
-                side: r.side,
-                name: r.name.clone(),
-                memory,
-                file,
-            });
+            out.push(Dump::of(r, memory, file));
         }
         Ok(())
     }
