@@ -7,6 +7,9 @@
 # end of its log and the artifact to turn into a case (`pvmtest import-crash ARTIFACT`).
 #
 # Usage: scripts/bench-fuzz.sh [SECONDS]   (default 60; .ci/run uses 60)
+#        STAGES=1 scripts/bench-fuzz.sh [SECONDS]   also runs model_vs_kernel stopped after
+#        each stage (decode, plan, model: nothing reaches the kernel), the floor under the
+#        full target's exec/s (docs/BENCHMARKS.md).
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Built with `-s none`:
 # AddressSanitizer's shadow memory covers the compat (below 4 GiB) address range, where
@@ -59,4 +62,18 @@ for t in model_vs_kernel case_file; do
         done
     fi
 done
+if [ "${STAGES:-0}" = 1 ]; then
+    printf '\n%-24s %10s %8s\n' "model_vs_kernel up to" exec/s cov
+    for stage in decode plan model; do
+        work="$out/stage-$stage-corpus"
+        mkdir -p "$work"
+        cp -r corpus/model_vs_kernel/. "$work/"
+        log="$out/stage-$stage.log"
+        PVMTEST_FUZZ_STOP_AFTER=$stage "$bin/model_vs_kernel" "$work" -max_total_time="$secs" \
+            -print_final_stats=1 >"$log" 2>&1 || failed=1
+        eps=$(sed -nE 's/^stat::average_exec_per_sec: +([0-9]+)/\1/p' "$log")
+        cov=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | sed -nE 's/.* cov: ([0-9]+).*/\1/p')
+        printf '%-24s %10s %8s\n' "$stage" "${eps:-?}" "${cov:-?}"
+    done
+fi
 exit "$failed"

@@ -12,6 +12,34 @@ use std::time::Duration;
 
 static EXEC: Mutex<Option<Persistent>> = Mutex::new(None);
 
+/// `PVMTEST_FUZZ_STOP_AFTER` = `decode`, `plan` or `model`: a benchmark of the floor, not a
+/// fuzzing mode. The input is decoded and, up to that stage, planned and predicted, and
+/// nothing runs on the kernel; `scripts/bench-fuzz.sh` with `STAGES=1` reports the exec/s of
+/// each (docs/BENCHMARKS.md, "Fuzzing").
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd)]
+enum Stop {
+    Decode,
+    Plan,
+    Model,
+    Never,
+}
+
+fn stop_after() -> Stop {
+    static STOP: std::sync::OnceLock<Stop> = std::sync::OnceLock::new();
+    *STOP.get_or_init(|| {
+        match std::env::var("PVMTEST_FUZZ_STOP_AFTER").as_deref() {
+            Ok("decode") => Stop::Decode,
+            Ok("plan") => Stop::Plan,
+            Ok("model") => Stop::Model,
+            Ok("") | Err(_) => Stop::Never,
+            Ok(other) => {
+                eprintln!("model_vs_kernel: PVMTEST_FUZZ_STOP_AFTER={other}: use decode, plan or model (or leave it unset to fuzz)");
+                std::process::exit(2);
+            }
+        }
+    })
+}
+
 extern "C" fn shutdown() {
     if let Ok(mut g) = EXEC.lock() {
         if let Some(p) = g.as_mut() {
@@ -38,6 +66,20 @@ fuzz_target!(
         pvmtest::exec::persistent::at_exit(shutdown);
     },
     |case: FuzzCase| {
+        let stop = stop_after();
+        if stop < Stop::Never {
+            if stop >= Stop::Plan {
+                if let Ok(plan) = case.plan("fuzz/input") {
+                    if stop >= Stop::Model {
+                        let g = EXEC.lock().unwrap();
+                        let facts = g.as_ref().expect("initialised").facts();
+                        std::hint::black_box(pvmtest::model::predict(&plan, facts));
+                    }
+                    std::hint::black_box(plan);
+                }
+            }
+            return;
+        }
         let mut g = EXEC.lock().unwrap();
         let p = g.as_mut().expect("initialised");
         match fuzzcase::run_one(p, &case) {
