@@ -875,7 +875,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                     format!("{side}[{i}]"),
                     "a remote iovec starting in the [vvar] rng page (vvar+2*page) is not modelled: whether it is mapped depends on libc's use of the vDSO getrandom",
                 )
-                .at(&v.label()));
+                .at(v.label()));
             }
             if entry == Entry::Compat {
                 return Err(PlanError::new(
@@ -885,14 +885,14 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         s.name()
                     ),
                 )
-                .at(&v.label()));
+                .at(v.label()));
             }
             if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {
                 return Err(PlanError::new(
                     format!("{side}[{i}]"),
                     format!("reading the {} as a local source is not modelled (its contents change and which of its pages fault depends on the clock source)", s.name()),
                 )
-                .at(&v.label()));
+                .at(v.label()));
             }
             if !specials.contains(&s) {
                 specials.push(s);
@@ -910,7 +910,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         format!("{side}[{i}]"),
                         "a compat iovec holds 32-bit base and length; use addresses and lengths below 2^32",
                     )
-                    .at(&v.label()));
+                    .at(v.label()));
                 }
             }
         }
