@@ -34,6 +34,9 @@ use std::collections::BTreeMap;
 pub const DEFAULT_RUNS: u32 = 40;
 /// The most a case may ask for: a race case must stay a few seconds under QEMU's TCG.
 pub const MAX_RUNS: u32 = 1000;
+/// The largest region a racer may munmap or mprotect: [`allowed`] predicts each of its page
+/// boundaries, and `explain` and the fuzzed loader must stay quick.
+pub const MAX_RACED_PAGES: u64 = 4096;
 /// The byte a racing `write` stores over its region. Never byte 0 of a pattern word (those
 /// are multiples of 8), so a torn copy is visible in every word it touches.
 pub const NEW_BYTE: u8 = 0xa5;
@@ -148,6 +151,16 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
                 )
                 .at("region")
             })?;
+            if r.len / PAGE > MAX_RACED_PAGES {
+                return Err(err(
+                    "race.region",
+                    format!(
+                        "`{name}` has {} pages; a raced region has at most {MAX_RACED_PAGES} (the allowed set holds one prediction per page boundary)",
+                        r.len / PAGE
+                    ),
+                )
+                .at("region"));
+            }
             if r.is_hole() {
                 return Err(err(
                     "race.region",

@@ -179,6 +179,10 @@ fn bad_race_fields_are_refused_with_the_fix() {
         (read("  action: munmap\n  region: data\n  runs: 0\n"), "race.runs: 0 runs: use 1 to 1000"),
         (read("  action: munmap\n  region: data\n  runs: 1001\n"), "race.runs: 1001 runs"),
         (read("  action: fork\n"), "unknown variant `fork`"),
+        (
+            case("    - {name: data, pages: 4097}\n", "readv", "{base: data, len: 4*page}", "  action: munmap\n  region: data\n"),
+            "race.region: `data` has 4097 pages; a raced region has at most 4096",
+        ),
         (read("  action: exit\n  when: later\n"), "unknown field `when`"),
         (
             case("    - {name: data, pages: 4, prot: ro}\n", "readv", "{base: data, len: 4*page}", "  action: write\n  region: data\n"),
