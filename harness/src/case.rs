@@ -26,6 +26,78 @@ pub struct CaseFile {
     pub expect: Option<ExpectSpec>,
 }
 
+/// A case file as read from YAML: the [`CaseFile`] fields and the optional `race` section.
+/// Races are kept out of [`CaseFile`] itself, which the fuzz input format builds directly
+/// (it never races); [`CaseDoc::split`] hands the two on separately.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseDoc {
+    pub description: String,
+    #[serde(default)]
+    pub requires: RequiresSpec,
+    #[serde(default)]
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub caller: CallerSpec,
+    pub call: CallSpec,
+    pub expect: Option<ExpectSpec>,
+    /// The target changes while the call is in flight (docs/CASES.md, "Races").
+    pub race: Option<RaceSpec>,
+}
+
+impl CaseDoc {
+    pub fn split(self) -> (CaseFile, Option<RaceSpec>) {
+        (
+            CaseFile {
+                description: self.description,
+                requires: self.requires,
+                target: self.target,
+                caller: self.caller,
+                call: self.call,
+                expect: self.expect,
+            },
+            self.race,
+        )
+    }
+}
+
+/// A racer: a target thread that acts on the target while the call is in flight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaceSpec {
+    pub action: RaceActionSpec,
+    /// The target region acted on (`munmap`, `mprotect`, `write`).
+    pub region: Option<String>,
+    /// The new protection (`mprotect` only).
+    pub prot: Option<Prot>,
+    /// How many racing calls (default [`crate::race::DEFAULT_RUNS`]).
+    pub runs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaceActionSpec {
+    Munmap,
+    Mprotect,
+    Write,
+    /// The whole target exits (`exit_group`).
+    Exit,
+    /// The call names a target thread by its TID, and that thread exits.
+    ThreadExit,
+}
+
+impl RaceActionSpec {
+    pub fn name(self) -> &'static str {
+        match self {
+            RaceActionSpec::Munmap => "munmap",
+            RaceActionSpec::Mprotect => "mprotect",
+            RaceActionSpec::Write => "write",
+            RaceActionSpec::Exit => "exit",
+            RaceActionSpec::ThreadExit => "thread_exit",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequiresSpec {

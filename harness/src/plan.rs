@@ -314,6 +314,9 @@ pub struct Plan {
     /// [`Plan::bind`], then all the facts know of (so an access running into a neighbour is
     /// judged and named right).
     pub special_regions: Vec<Region>,
+    /// The case's `race` section, validated ([`crate::race::resolve`]); `None` for a case
+    /// run once against an undisturbed target.
+    pub race: Option<crate::race::Race>,
 }
 
 impl Plan {
@@ -1246,5 +1249,6 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         expect,
         specials,
         special_regions: Vec::new(),
+        race: None,
     })
 }

@@ -44,7 +44,14 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
             Status::Broken => (MAGENTA, "BROKEN"),
         };
         let tail = match (r.status, &r.prediction) {
-            (Status::Pass, Some(p)) => paint(colour, DIM, &p.to_string()),
+            (Status::Pass, Some(p)) => match &r.race {
+                Some(race) => paint(
+                    colour,
+                    DIM,
+                    &format!("{p}; {}: {}", race.racer, race.frequencies()),
+                ),
+                None => paint(colour, DIM, &p.to_string()),
+            },
             (Status::Skip, _) => r.reason.clone().unwrap_or_default(),
             _ => String::new(),
         };
@@ -127,14 +134,19 @@ pub fn json_result(r: &CaseResult) -> serde_json::Value {
         Ok(n) => n as i64,
         Err(e) => -(e as i64),
     });
-    json!({
+    // A race case's detail is how often each outcome happened (never snapshotted).
+    let detail = match &r.race {
+        Some(race) => Some(format!("{}: {}", race.racer, race.frequencies())),
+        None => r.prediction.as_ref().and_then(|p| p.detail.clone()),
+    };
+    let mut v = json!({
         "case": r.plan.id,
         "status": r.status,
         "reason": r.reason,
         "expected": r.prediction.as_ref().map(|p| p.result_string()),
         "observed": r.observed.map(result_string),
         "decided_by": r.prediction.as_ref().map(|p| p.decided_by),
-        "detail": r.prediction.as_ref().and_then(|p| p.detail.clone()),
+        "detail": detail,
         "call": render_call(&r.plan),
         "duration_us": r.duration.as_micros() as u64,
         "event": {
@@ -149,7 +161,20 @@ pub fn json_result(r: &CaseResult) -> serde_json::Value {
             },
             "returnValue": ret,
         },
-    })
+    });
+    if let Some(race) = &r.race {
+        v["race"] = json!({
+            "racer": race.racer,
+            "runs": race.runs,
+            "done": race.done,
+            "all_within": race.all_within,
+            "allowed": race.allowed,
+            "outcomes": race.outcomes,
+            "torn": race.can_tear.then_some(race.torn),
+            "call_us": race.call_us,
+        });
+    }
+    v
 }
 
 pub fn json(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
@@ -184,6 +209,15 @@ pub fn explain(
     if let Some(e) = &plan.expect {
         out.push_str(&format!("\npinned: {:?} — {}\n", e.result, e.why.trim()));
     }
+    if let Some(race) = &plan.race {
+        let allowed = crate::race::allowed(plan, facts, &race.racer);
+        out.push_str(&format!(
+            "\nrace: the target does `{}` during the call, {} runs; allowed: {}\n",
+            race.racer.describe(),
+            race.runs,
+            allowed.names().join(", ")
+        ));
+    }
     if let Some(why) = crate::check::unmet_requirement(plan, facts) {
         out.push_str(&format!("\nwould skip here: {why}\n"));
     }
@@ -202,6 +236,19 @@ pub struct Snapshot {
     pub model: Option<String>,
     pub decided_by: Option<String>,
     pub skip_reason: Option<String>,
+    /// Race cases only: what the runs were held to, never how often each outcome happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub race: Option<RaceSnapshot>,
+}
+
+/// The deterministic part of a race case's result: the racer, the number of runs, whether
+/// every run was within the allowed set, and that set (names and counts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RaceSnapshot {
+    pub racer: String,
+    pub runs: u32,
+    pub all_within: bool,
+    pub allowed: Vec<String>,
 }
 
 impl Snapshot {
@@ -214,6 +261,12 @@ impl Snapshot {
             skip_reason: (r.status == Status::Skip)
                 .then(|| r.reason.clone())
                 .flatten(),
+            race: r.race.as_ref().map(|x| RaceSnapshot {
+                racer: x.racer.clone(),
+                runs: x.runs,
+                all_within: x.all_within,
+                allowed: x.allowed.clone(),
+            }),
         }
     }
 
@@ -227,6 +280,22 @@ impl Snapshot {
             model: s("expected"),
             decided_by: s("decided_by"),
             skip_reason: (status == Status::Skip).then(|| s("reason")).flatten(),
+            race: v
+                .get("race")
+                .filter(|x| x.is_object())
+                .map(|x| RaceSnapshot {
+                    racer: x["racer"].as_str().unwrap_or_default().to_string(),
+                    runs: x["runs"].as_u64().unwrap_or(0) as u32,
+                    all_within: x["all_within"].as_bool().unwrap_or(false),
+                    allowed: x["allowed"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Loading case files and running them: validation first (nothing forked for a bad file),
 //! then each valid case through requirements, the model and the kernel.
 
-use crate::case::{CaseFile, TargetKind};
+use crate::case::{CaseDoc, TargetKind};
 use crate::check;
 use crate::exec::{self, Options};
 use crate::facts::Facts;
@@ -116,7 +116,7 @@ pub fn load(path: &Path) -> Result<Plan, LoadError> {
 
 /// Parses and validates case text (used by `load`, the fuzz targets and tests).
 pub fn load_str(shown: &str, id: &str, src: &str) -> Result<Plan, LoadError> {
-    let case: CaseFile = serde_yaml::from_str(src).map_err(|e| {
+    let doc: CaseDoc = serde_yaml::from_str(src).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let mut msg = e.to_string();
         if let Some(i) = msg.find(" at line ") {
@@ -128,11 +128,35 @@ pub fn load_str(shown: &str, id: &str, src: &str) -> Result<Plan, LoadError> {
             message: format!("{msg} (see README.md, \"Writing a case\")"),
         }
     })?;
-    plan::build(id, shown, &case).map_err(|e| LoadError {
+    let (case, race) = doc.split();
+    let err = |e: plan::PlanError| LoadError {
         path: shown.to_string(),
         line: e.line(src),
         message: e.to_string(),
-    })
+    };
+    let mut plan = plan::build(id, shown, &case).map_err(err)?;
+    if let Some(spec) = &race {
+        plan.race = Some(crate::race::resolve(spec, &plan).map_err(|e| {
+            // `race.*` needles (`region`, `prot`) also occur in region lists: look for them
+            // from the `race:` line on.
+            let start = src.lines().position(|l| l.starts_with("race:"));
+            let line = match (e.field.starts_with("race."), start, e.needle.as_deref()) {
+                (true, Some(st), Some(n)) => src
+                    .lines()
+                    .enumerate()
+                    .skip(st)
+                    .find(|(_, l)| l.contains(n))
+                    .map_or(Some(st + 1), |(i, _)| Some(i + 1)),
+                _ => e.line(src),
+            };
+            LoadError {
+                path: shown.to_string(),
+                line,
+                message: e.to_string(),
+            }
+        })?);
+    }
+    Ok(plan)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,6 +179,8 @@ pub struct CaseResult {
     pub observed: Option<Result<u64, i32>>,
     pub pid: Option<i32>,
     pub duration: Duration,
+    /// For a race case: the allowed set and how often each outcome happened.
+    pub race: Option<crate::race::RaceReport>,
 }
 
 /// Runs one validated case on the running kernel.
@@ -168,6 +194,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         observed: None,
         pid: None,
         duration: Duration::ZERO,
+        race: None,
     };
     let pred = model::predict(plan, facts);
     res.prediction = Some(pred.clone());
@@ -182,18 +209,49 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         res.duration = start.elapsed();
         return res;
     }
+    let panicked = |p: Box<dyn std::any::Any + Send>| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        format!("harness panicked: {msg}")
+    };
+    if let Some(race) = &plan.race {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            exec::race::execute(plan, race, facts, opts)
+        }));
+        match outcome {
+            Err(p) => {
+                res.status = Status::Broken;
+                res.reason = Some(panicked(p));
+            }
+            Ok(Err(e)) => {
+                res.status = Status::Broken;
+                res.reason = Some(e);
+            }
+            Ok(Ok(out)) => {
+                res.race = Some(out.report);
+                match out.failure {
+                    None => res.status = Status::Pass,
+                    Some((r, why)) => {
+                        res.status = Status::Fail;
+                        res.observed = Some(r);
+                        res.reason = Some(why);
+                    }
+                }
+            }
+        }
+        res.duration = start.elapsed();
+        return res;
+    }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         exec::execute(plan, facts, opts)
     }));
     match outcome {
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
             res.status = Status::Broken;
-            res.reason = Some(format!("harness panicked: {msg}"));
+            res.reason = Some(panicked(p));
         }
         Ok(Err(e)) => {
             res.status = Status::Broken;

@@ -181,6 +181,16 @@ fn bad_input_is_one_line_and_exit_2() {
             &format!("{GOOD}expect:\n  result: 4096\n  why: \"\"\n"),
             "must say why",
         ),
+        (
+            "race_no_region.yaml",
+            &format!("{GOOD}race:\n  action: munmap\n"),
+            "race.region: `munmap` acts on a target region",
+        ),
+        (
+            "race_prot.yaml",
+            &format!("{GOOD}race:\n  action: exit\n  prot: none\n"),
+            "race.prot: only `mprotect` takes a protection",
+        ),
     ];
     for (name, text, needle) in cases {
         let f = write(&d, name, text);
@@ -248,6 +258,63 @@ fn injected_fault_is_broken(tag: &str, inject: &str, needle: &str) {
     );
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_nothing_left(tag);
+}
+
+/// GOOD with a racer: a few runs of each kind of racer process (the target's main thread,
+/// a racing thread, an exiting target replaced every run).
+fn race(action: &str) -> String {
+    let region = if matches!(action, "exit" | "thread_exit") {
+        ""
+    } else {
+        "  region: data\n"
+    };
+    format!("{GOOD}race:\n  action: {action}\n{region}  runs: 3\n")
+}
+
+#[test]
+fn race_cases_pass_and_leave_nothing() {
+    let d = scratch("races");
+    for action in ["munmap", "write", "exit", "thread_exit"] {
+        write(&d, &format!("{action}.yaml"), &race(action));
+    }
+    let out = run(tagged("races").arg("run").arg(&d));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("3 runs"), "frequencies shown: {stdout}");
+    assert_nothing_left("races");
+}
+
+#[test]
+fn race_faults_are_broken_and_leave_nothing() {
+    for (tag, inject, needle) in [
+        (
+            "race_hang",
+            "target_hang",
+            "the race target never built its layout",
+        ),
+        ("race_panic", "panic", "injected panic"),
+    ] {
+        let d = scratch(tag);
+        let f = write(&d, "case.yaml", &race("exit"));
+        let out = run(tagged(tag)
+            .env("PVMTEST_INJECT", inject)
+            .args(["run", "--timeout-ms", "300"])
+            .arg(&f));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(
+            stdout.contains("BROKEN") && stdout.contains(needle),
+            "{stdout}"
+        );
+        assert_nothing_left(tag);
+    }
+}
+
+#[test]
+fn sigint_mid_race_leaves_nothing() {
+    // pvmtest, the persistent target and the caller, which never makes its call.
+    interrupt_mid_case("sigint_race", &race("thread_exit"), 3);
 }
 
 #[test]

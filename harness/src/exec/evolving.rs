@@ -8,8 +8,8 @@
 //! raw syscalls only, on data that existed before the fork: no allocation, no locks.
 //!
 //! Calls against it come from a forked caller per call ([`Evolving::call`], the plan's caller
-//! regions and iovec arrays, as in [`super::execute`]) or, for races, from the harness itself
-//! ([`Evolving::race`]), which must start the call the moment it releases the racer.
+//! regions and iovec arrays, as in [`super::execute`]); for races ([`Evolving::race_call`])
+//! that caller releases the armed racer itself, the moment before it makes the call.
 
 #![allow(unsafe_code)]
 
@@ -17,11 +17,20 @@ use super::layout;
 use super::proc::{self, Child};
 use crate::plan::{Plan, Region};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Threads a target can have at once besides its main thread.
 pub const MAX_THREADS: usize = 16;
+
+/// The stack of a racing thread ([`OP_RACE`] with `thread_exit`), unmapped once it exited.
+static STACKS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
+/// The racer's parameters, for a racing thread: the shared page, its CPU, its delay, and
+/// whether it yields while it waits (one CPU).
+static RACE_SHARED: AtomicU64 = AtomicU64::new(0);
+static RACE_CPU: AtomicU64 = AtomicU64::new(0);
+static RACE_DELAY: AtomicU64 = AtomicU64::new(0);
+static RACE_YIELD: AtomicU64 = AtomicU64::new(0);
 
 /// Set to 1 to tell the thread in that slot to exit (futex word).
 static STOP: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
@@ -37,6 +46,8 @@ const OP_SPAWN: u64 = 5;
 const OP_EXIT_THREAD: u64 = 6;
 const OP_DUMP: u64 = 7;
 const OP_RACE: u64 = 8;
+/// A command: eight little-endian u64 words.
+const MSG: usize = 64;
 
 /// How [`Evolving::map`] fills fresh pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +57,8 @@ pub enum MapFill {
     Pattern(u8),
     /// Every byte of page `i` of the mapping is `page_byte(tag, i)` (fast for big mappings).
     PerPage(u8),
+    /// Left as mapped: zero, and no memory used until touched (`fill: untouched`).
+    Zero,
 }
 
 /// The byte that fills page `i` of a [`MapFill::PerPage`] mapping: never 0xff, which
@@ -65,15 +78,73 @@ pub enum RaceAction {
     Write(u8),
     /// `exit_group(0)`: the whole target exits.
     Exit,
+    /// A new thread of the target is the racer, and the call names it by its TID: it
+    /// `exit`s (that thread only).
+    ThreadExit,
 }
 
-/// What a race produced.
+/// A racer to arm for [`Evolving::race_call`]: its action on `[addr, addr+len)`, and when,
+/// relative to the call: `offset_ns` after the caller releases it and starts the call, or,
+/// when negative, that long before (the caller waits after the release).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RaceResult {
+pub struct RaceSetup {
+    pub action: RaceAction,
+    pub addr: u64,
+    pub len: u64,
+    pub offset_ns: i64,
+}
+
+/// What one [`Evolving::race_call`] produced.
+#[derive(Debug, Clone)]
+pub struct RaceCall {
     /// The call's result.
     pub call: Result<u64, i32>,
-    /// The racer's own result (0, or -errno); `None` when the target exited.
+    /// The racer's own result (0, or -errno); `None` without a racer, or when the target
+    /// exited.
     pub action: Option<i64>,
+    /// How long the call took, measured in the caller around the syscall.
+    pub call_ns: u64,
+    /// The caller's dumped regions after the call, in plan order.
+    pub caller_dumps: Vec<Vec<u8>>,
+}
+
+/// Where the racer and the caller run: on different CPUs when there are two they may use,
+/// so that neither waits for the other to be preempted. With one CPU the racer yields while
+/// it waits, so the caller gets to release it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaceCpus {
+    pub racer: usize,
+    pub caller: Option<usize>,
+}
+
+impl RaceCpus {
+    /// From the calling thread's CPU mask.
+    pub fn detect() -> RaceCpus {
+        let cpus: Vec<usize> = affinity()
+            .map(|s| {
+                (0..libc::CPU_SETSIZE as usize)
+                    .filter(|&c| {
+                        // SAFETY: reads the bit of a CPU below CPU_SETSIZE.
+                        unsafe { libc::CPU_ISSET(c, &s) }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        match cpus.as_slice() {
+            [a, b, ..] => RaceCpus {
+                racer: *a,
+                caller: Some(*b),
+            },
+            [a] => RaceCpus {
+                racer: *a,
+                caller: None,
+            },
+            [] => RaceCpus {
+                racer: 0,
+                caller: None,
+            },
+        }
+    }
 }
 
 /// A running persistent target; dropping it kills and reaps it.
@@ -84,7 +155,8 @@ pub struct Evolving {
     /// The target's pid (its main thread).
     pub pid: i32,
     timeout: Duration,
-    /// One MAP_SHARED page shared with the target: word 0 releases the racer.
+    /// One MAP_SHARED page shared with the target (and every caller forked while it lives):
+    /// the u32 at 0 releases the racer, the u64 at 8 is when (CLOCK_MONOTONIC ns).
     shared: *mut AtomicU32,
 }
 
@@ -134,10 +206,49 @@ extern "C" fn idle_thread(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 fn spawn(slot: usize) -> i64 {
-    if slot >= MAX_THREADS || TIDS[slot].load(Ordering::SeqCst) != 0 {
-        return -(libc::EBUSY as i64);
+    spawn_with(slot, idle_thread).0
+}
+
+/// Waits for the racer's release and then for its delay: spinning (its own CPU) or yielding
+/// (one CPU, where the caller must run to release it).
+fn await_release(shared: *const AtomicU32, delay: u64, yields: bool) {
+    let pause = || {
+        if yields {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        } else {
+            std::hint::spin_loop();
+        }
+    };
+    // SAFETY: `shared` is the MAP_SHARED page mapped before the fork; word 0 and the u64 at
+    // byte 8 are atomics, aligned.
+    let (go, at) = unsafe { (&*shared, &*(shared as *const AtomicU64).add(1)) };
+    while go.load(Ordering::SeqCst) == 0 {
+        pause();
     }
-    const STACK: usize = 64 << 10;
+    let until = at.load(Ordering::SeqCst).saturating_add(delay);
+    while now_ns() < until {
+        pause();
+    }
+}
+
+extern "C" fn racing_exit_thread(_: *mut libc::c_void) -> libc::c_int {
+    pin_to_cpu(RACE_CPU.load(Ordering::SeqCst) as usize);
+    await_release(
+        RACE_SHARED.load(Ordering::SeqCst) as *const AtomicU32,
+        RACE_DELAY.load(Ordering::SeqCst),
+        RACE_YIELD.load(Ordering::SeqCst) != 0,
+    );
+    // SAFETY: SYS_exit ends this thread only; CLONE_CHILD_CLEARTID then clears its TID.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    0
+}
+
+/// Starts a thread running `f` in `slot`; its TID (or -errno) and its stack.
+fn spawn_with(slot: usize, f: extern "C" fn(*mut libc::c_void) -> libc::c_int) -> (i64, u64) {
+    if slot >= MAX_THREADS || TIDS[slot].load(Ordering::SeqCst) != 0 {
+        return (-(libc::EBUSY as i64), 0);
+    }
     // SAFETY: a fresh anonymous mapping at a kernel-chosen address (never in the window the
     // tests lay out, which is fixed and far from mmap_base).
     let stack = unsafe {
@@ -151,7 +262,7 @@ fn spawn(slot: usize) -> i64 {
         )
     };
     if stack == libc::MAP_FAILED {
-        return errno();
+        return (errno(), 0);
     }
     STOP[slot].store(0, Ordering::SeqCst);
     let flags = libc::CLONE_VM
@@ -163,12 +274,14 @@ fn spawn(slot: usize) -> i64 {
         | libc::CLONE_PARENT_SETTID
         | libc::CLONE_CHILD_CLEARTID;
     let tid_word = TIDS[slot].as_ptr();
-    // SAFETY: the stack top is the end of the fresh 64 KiB mapping, used by nothing else (it
-    // is left mapped after the thread exits); `idle_thread` makes raw syscalls on statics
-    // only. The TID words are statics, alive as long as the process.
+    // SAFETY: the stack top is the end of the fresh 64 KiB mapping, used by nothing else (an
+    // idle thread's is left mapped after it exits, a racing thread's unmapped only once its
+    // TID is cleared, when it no longer runs in user space); `idle_thread` and
+    // `racing_exit_thread` make raw syscalls on statics only. The TID words are statics,
+    // alive as long as the process.
     let tid = unsafe {
         libc::clone(
-            idle_thread,
+            f,
             (stack as *mut u8).add(STACK).cast(),
             flags,
             slot as *mut libc::c_void,
@@ -178,9 +291,41 @@ fn spawn(slot: usize) -> i64 {
         )
     };
     if tid < 0 {
-        return errno();
+        return (errno(), stack as u64);
     }
-    tid as i64
+    (tid as i64, stack as u64)
+}
+
+const STACK: usize = 64 << 10;
+
+/// Waits until the thread in `slot` has released its mm (CLONE_CHILD_CLEARTID).
+fn await_thread_gone(slot: usize) {
+    loop {
+        let tid = TIDS[slot].load(Ordering::SeqCst);
+        if tid == 0 {
+            return;
+        }
+        futex(TIDS[slot].as_ptr().cast(), libc::FUTEX_WAIT, tid as u32);
+    }
+}
+
+/// Arms a racing thread that exits after its release; its TID (the call's pid), or -errno.
+fn arm_exiting_thread(
+    shared: *const AtomicU32,
+    cpu: u64,
+    delay: u64,
+    yields: bool,
+) -> (i64, usize) {
+    let Some(slot) = (0..MAX_THREADS).find(|&s| TIDS[s].load(Ordering::SeqCst) == 0) else {
+        return (-(libc::EBUSY as i64), 0);
+    };
+    RACE_SHARED.store(shared as u64, Ordering::SeqCst);
+    RACE_CPU.store(cpu, Ordering::SeqCst);
+    RACE_DELAY.store(delay, Ordering::SeqCst);
+    RACE_YIELD.store(yields as u64, Ordering::SeqCst);
+    let (tid, stack) = spawn_with(slot, racing_exit_thread);
+    STACKS[slot].store(stack, Ordering::SeqCst);
+    (tid, slot)
 }
 
 fn exit_thread(slot: usize) -> i64 {
@@ -189,16 +334,14 @@ fn exit_thread(slot: usize) -> i64 {
     }
     STOP[slot].store(1, Ordering::SeqCst);
     futex(STOP[slot].as_ptr(), libc::FUTEX_WAKE, 1);
-    loop {
-        let tid = TIDS[slot].load(Ordering::SeqCst);
-        if tid == 0 {
-            return 0;
-        }
-        futex(TIDS[slot].as_ptr().cast(), libc::FUTEX_WAIT, tid as u32);
-    }
+    await_thread_gone(slot);
+    0
 }
 
 fn fill(addr: u64, len: u64, how: u64, tag: u8) {
+    if how == 2 {
+        return;
+    }
     if how == 0 {
         let mut off = 0;
         while off < len {
@@ -285,7 +428,7 @@ fn pin_to_cpu(cpu: usize) {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
 
-/// The calling thread's CPU mask, to put back after a race.
+/// The calling thread's CPU mask.
 fn affinity() -> Option<libc::cpu_set_t> {
     // SAFETY: a zeroed cpu_set_t is a valid out buffer for sched_getaffinity.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -294,18 +437,19 @@ fn affinity() -> Option<libc::cpu_set_t> {
     (r == 0).then_some(set)
 }
 
-fn set_affinity(set: &libc::cpu_set_t) {
-    // SAFETY: reads one cpu_set_t for this thread.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-}
-
 fn reply(fd: RawFd, v: i64) {
     proc::write_all_raw(fd, &v.to_le_bytes());
 }
 
-fn target_main(cmd: RawFd, up: RawFd, shared: *const AtomicU32) -> i32 {
+fn target_main(cmd: RawFd, up: RawFd, shared: *const AtomicU32, hang: bool) -> i32 {
+    if hang {
+        loop {
+            // SAFETY: pause has no preconditions (the test hook: a target that never answers).
+            unsafe { libc::pause() };
+        }
+    }
     loop {
-        let mut m = [0u8; 56];
+        let mut m = [0u8; MSG];
         if !read_exact_raw(cmd, &mut m) {
             return 0;
         }
@@ -334,27 +478,32 @@ fn target_main(cmd: RawFd, up: RawFd, shared: *const AtomicU32) -> i32 {
                 }
             }
             OP_RACE => {
-                // w(4): the racer's op (OP_* or 0 for exit), w(5): delay in ns after release.
-                let (action, delay) = (w(4), w(5));
-                // SAFETY: `shared` is the MAP_SHARED page mapped before the fork.
-                let go = unsafe { &*shared };
-                // w(6): the CPU the racer runs on (the caller takes another).
-                pin_to_cpu(w(6) as usize);
+                // w(4): the racer's op (OP_* or 0 for exit), w(5): delay in ns after the
+                // release, w(6): the CPU the racer runs on (the caller takes another),
+                // w(7): 1 when the racer must yield while it waits (one CPU).
+                let (action, delay, cpu, yields) = (w(4), w(5), w(6), w(7) != 0);
+                if action == OP_EXIT_THREAD {
+                    let (tid, slot) = arm_exiting_thread(shared, cpu, delay, yields);
+                    reply(up, tid); // armed: the TID to call, or -errno
+                    if tid < 0 {
+                        continue;
+                    }
+                    await_thread_gone(slot);
+                    let stack = STACKS[slot].swap(0, Ordering::SeqCst);
+                    // SAFETY: the exited thread's own stack mapping; its TID is cleared, so
+                    // it runs in the kernel only, never again on this stack.
+                    unsafe { libc::munmap(stack as *mut libc::c_void, STACK) };
+                    reply(up, 0);
+                    continue;
+                }
+                pin_to_cpu(cpu as usize);
                 reply(up, 0); // armed
-                while go.load(Ordering::SeqCst) == 0 {
-                    std::hint::spin_loop();
-                }
-                let t0 = now_ns();
-                while now_ns() - t0 < delay {
-                    std::hint::spin_loop();
-                }
+                await_release(shared, delay, yields);
                 if action == 0 {
                     // SAFETY: ends the whole target, as asked.
                     unsafe { libc::syscall(libc::SYS_exit_group, 0) };
                 }
-                let r = act(action, addr, len, arg);
-                go.store(0, Ordering::SeqCst);
-                reply(up, r);
+                reply(up, act(action, addr, len, arg));
             }
             _ => reply(up, -(libc::EINVAL as i64)),
         }
@@ -364,6 +513,12 @@ fn target_main(cmd: RawFd, up: RawFd, shared: *const AtomicU32) -> i32 {
 impl Evolving {
     /// Forks the target with an empty window.
     pub fn start(timeout: Duration) -> Result<Evolving, String> {
+        Evolving::start_with(timeout, false)
+    }
+
+    /// [`Evolving::start`]; with `hang` the target never answers a command (the
+    /// `target_hang` test hook).
+    pub fn start_with(timeout: Duration, hang: bool) -> Result<Evolving, String> {
         // SAFETY: a fresh shared anonymous page at a kernel-chosen address; it holds atomics
         // only and is unmapped in Drop.
         let shared = unsafe {
@@ -384,7 +539,7 @@ impl Evolving {
         let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (cr, uw) = (cmd_r.as_raw_fd(), up_w.as_raw_fd());
         let sh = shared as *const AtomicU32;
-        let child = proc::fork_child(b"pvmtest-evolve\0", || target_main(cr, uw, sh))
+        let child = proc::fork_child(b"pvmtest-evolve\0", || target_main(cr, uw, sh, hang))
             .map_err(|e| format!("forking the target: {e}"))?;
         let pid = child.pid;
         Ok(Evolving {
@@ -397,8 +552,8 @@ impl Evolving {
         })
     }
 
-    fn send(&self, words: [u64; 7]) -> Result<(), String> {
-        let mut m = [0u8; 56];
+    fn send(&self, words: [u64; 8]) -> Result<(), String> {
+        let mut m = [0u8; MSG];
         for (i, w) in words.iter().enumerate() {
             m[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
@@ -417,7 +572,7 @@ impl Evolving {
     }
 
     fn command(&self, op: u64, addr: u64, len: u64, arg: u64) -> Result<i64, String> {
-        self.send([op, addr, len, arg, 0, 0, 0])?;
+        self.send([op, addr, len, arg, 0, 0, 0, 0])?;
         let r = self.recv()?;
         if r < 0 {
             return Err(format!(
@@ -433,6 +588,7 @@ impl Evolving {
         let arg = match fill {
             MapFill::Pattern(tag) => tag as u64,
             MapFill::PerPage(tag) => 1 << 8 | tag as u64,
+            MapFill::Zero => 2 << 8,
         };
         self.command(OP_MAP, addr, len, arg).map(drop)
     }
@@ -531,109 +687,167 @@ impl Evolving {
         Ok((result, dumps))
     }
 
-    /// Races `action` on `[addr, addr+len)` in the target's main thread against a call this
-    /// process makes: one remote iovec `remote` and one local buffer `buf` (`write`:
-    /// process_vm_writev from `buf`, else process_vm_readv into it). The racer starts
-    /// `delay_ns` after the harness releases it, which it does right before the call.
-    #[allow(clippy::too_many_arguments)]
-    pub fn race(
+    /// The plan's call against this target from a forked caller (its regions and iovec
+    /// arrays built as in [`Evolving::call`]) with `racer`, if any, armed in the target:
+    /// the caller releases the racer right before it makes the call. Without a racer the
+    /// call is undisturbed (and measured). With `hang` the caller never makes the call (the
+    /// `caller_hang` test hook).
+    pub fn race_call(
         &mut self,
-        action: RaceAction,
-        addr: u64,
-        len: u64,
-        delay_ns: u64,
-        remote: (u64, u64),
-        buf: &mut [u8],
-        write: bool,
-    ) -> Result<RaceResult, String> {
-        let (op, arg) = match action {
-            RaceAction::Munmap => (OP_UNMAP, 0),
-            RaceAction::Mprotect(p) => (OP_PROTECT, p as u64),
-            RaceAction::Write(b) => (OP_WRITE, b as u64),
-            RaceAction::Exit => (0, 0),
-        };
-        // Racer and caller on different CPUs (when there are two they may use), so that neither
-        // waits for the other to be preempted.
-        let saved = affinity();
-        let cpus: Vec<usize> = saved
-            .map(|s| {
-                (0..libc::CPU_SETSIZE as usize)
-                    .filter(|&c| {
-                        // SAFETY: reads the bit of a CPU below CPU_SETSIZE.
-                        unsafe { libc::CPU_ISSET(c, &s) }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (racer_cpu, caller_cpu) = match cpus.as_slice() {
-            [a, b, ..] => (*a, Some(*b)),
-            [a] => (*a, None),
-            [] => (0, None),
-        };
-        self.send([OP_RACE, addr, len, arg, op, delay_ns, racer_cpu as u64])?;
-        self.recv()?; // armed
-        if let Some(c) = caller_cpu {
-            pin_to_cpu(c);
-        }
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let rem = libc::iovec {
-            iov_base: remote.0 as *mut libc::c_void,
-            iov_len: remote.1 as usize,
-        };
-        let args = crate::sys::RawArgs {
-            pid: self.pid,
-            lvec: &local as *const libc::iovec as u64,
-            liovcnt: 1,
-            rvec: &rem as *const libc::iovec as u64,
-            riovcnt: 1,
-            flags: 0,
-        };
+        plan: &Plan,
+        racer: Option<RaceSetup>,
+        cpus: RaceCpus,
+        hang: bool,
+    ) -> Result<RaceCall, String> {
         // SAFETY: `shared` is this process's MAP_SHARED page, mapped until Drop.
         let go = unsafe { &*self.shared };
-        go.store(1, Ordering::SeqCst);
-        // The kernel writes at most `buf.len()` bytes into `buf` (readv), which `buf`'s
-        // exclusive borrow covers; it only reads `local` and `rem`, which outlive the call.
-        let call = crate::sys::call_native(write, &args);
-        if let Some(s) = &saved {
-            set_affinity(s);
+        go.store(0, Ordering::SeqCst);
+        let no_files: Vec<Option<RawFd>> = vec![None; plan.caller_regions.len()];
+        let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (down_r, down_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (uw, dr) = (up_w.as_raw_fd(), down_r.as_raw_fd());
+        let shared = self.shared as *const AtomicU32;
+        let caller = proc::fork_child(b"pvmtest-caller\0", || {
+            if let Err((e, _)) = layout::build(&plan.caller_regions, &no_files)
+                .and_then(|_| layout::build_arrays(&plan.arrays))
+            {
+                proc::write_all_raw(uw, &(i64::MIN + e as i64).to_le_bytes());
+                return 3;
+            }
+            proc::write_all_raw(uw, &0i64.to_le_bytes()); // ready
+                                                          // The pid to call, and how long to wait between the release and the call.
+            let mut m = [0u8; 16];
+            if !read_exact_raw(dr, &mut m) {
+                return 4;
+            }
+            let word = |i: usize| u64::from_le_bytes(m[i * 8..i * 8 + 8].try_into().unwrap());
+            if hang {
+                loop {
+                    // SAFETY: pause has no preconditions.
+                    unsafe { libc::pause() };
+                }
+            }
+            if let Some(c) = cpus.caller {
+                pin_to_cpu(c);
+            }
+            let args = crate::sys::RawArgs::of(&plan.call, word(0) as i64 as i32);
+            let write = plan.call.syscall == crate::case::Syscall::Writev;
+            // SAFETY: the MAP_SHARED page this process inherited; word 0 and the u64 at byte
+            // 8 are atomics, aligned.
+            let (go, at) = unsafe { (&*shared, &*(shared as *const AtomicU64).add(1)) };
+            let released = now_ns();
+            at.store(released, Ordering::SeqCst);
+            go.store(1, Ordering::SeqCst);
+            while now_ns() < released + word(1) {
+                if cpus.caller.is_none() {
+                    // SAFETY: sched_yield has no preconditions (one CPU: let the racer run).
+                    unsafe { libc::sched_yield() };
+                }
+            }
+            let t0 = now_ns();
+            let r = crate::sys::call_native(write, &args);
+            let took = now_ns() - t0;
+            let v: i64 = match r {
+                Ok(n) => n as i64,
+                Err(e) => -(e as i64),
+            };
+            proc::write_all_raw(uw, &v.to_le_bytes());
+            proc::write_all_raw(uw, &took.to_le_bytes());
+            layout::dump(&plan.caller_regions, uw);
+            0
+        })
+        .map_err(|e| format!("forking the caller: {e}"))?;
+        drop(up_w);
+        drop(down_r);
+        let deadline = Instant::now() + self.timeout;
+        let mut b = [0u8; 8];
+        proc::read_exact_until(&up_r, &mut b, deadline)
+            .map_err(|e| format!("race caller never became ready: {e}"))?;
+        let v = i64::from_le_bytes(b);
+        if v != 0 {
+            return Err(format!(
+                "race caller setup failed: {}",
+                crate::errno::name((v.wrapping_sub(i64::MIN)) as i32)
+            ));
         }
-        let action = match action {
-            RaceAction::Exit => {
+        let lead = racer.map_or(0, |r| r.offset_ns.min(0).unsigned_abs());
+        let pid = match racer {
+            None => self.pid,
+            Some(r) => {
+                let (op, arg) = match r.action {
+                    RaceAction::Munmap => (OP_UNMAP, 0),
+                    RaceAction::Mprotect(p) => (OP_PROTECT, p as u64),
+                    RaceAction::Write(b) => (OP_WRITE, b as u64),
+                    RaceAction::Exit => (0, 0),
+                    RaceAction::ThreadExit => (OP_EXIT_THREAD, 0),
+                };
+                let yields = cpus.caller.is_none() as u64;
+                self.send([
+                    OP_RACE,
+                    r.addr,
+                    r.len,
+                    arg,
+                    op,
+                    r.offset_ns.max(0) as u64,
+                    cpus.racer as u64,
+                    yields,
+                ])?;
+                let armed = self.recv().map_err(|e| format!("arming the racer: {e}"))?;
+                if armed < 0 {
+                    return Err(format!(
+                        "arming the racer: {}",
+                        crate::errno::name((-armed) as i32)
+                    ));
+                }
+                if r.action == RaceAction::ThreadExit {
+                    armed as i32
+                } else {
+                    self.pid
+                }
+            }
+        };
+        let mut go_msg = [0u8; 16];
+        go_msg[..8].copy_from_slice(&(pid as i64).to_le_bytes());
+        go_msg[8..].copy_from_slice(&lead.to_le_bytes());
+        if !proc::write_all_raw(down_w.as_raw_fd(), &go_msg) {
+            return Err("the race caller went away before the call".into());
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut b = [0u8; 16];
+        proc::read_exact_until(&up_r, &mut b, deadline).map_err(|e| format!("race caller: {e}"))?;
+        let v = i64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        let call_ns = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+        let call = if v < 0 {
+            Err((-v) as i32)
+        } else {
+            Ok(v as u64)
+        };
+        let mut caller_dumps = Vec::new();
+        for r in plan.caller_regions.iter().filter(|r| layout::dumped(r)) {
+            caller_dumps.push(read_region(&up_r, r, deadline)?);
+        }
+        drop(caller);
+        let action = match racer.map(|r| r.action) {
+            None => None,
+            Some(RaceAction::Exit) => {
+                // The caller released it, so it exits within its delay.
                 if let Some(c) = self.child.take() {
+                    if !c.wait_zombie(self.timeout) {
+                        return Err("the racing target never exited".into());
+                    }
                     c.reap();
                 }
                 None
             }
-            _ => Some(self.recv()?),
+            Some(_) => Some(self.recv().map_err(|e| format!("the racer: {e}"))?),
         };
-        Ok(RaceResult { call, action })
+        Ok(RaceCall {
+            call,
+            action,
+            call_ns,
+            caller_dumps,
+        })
     }
-}
-
-/// One process_vm_readv of `buf.len()` bytes at `remote` in `pid` into `buf`.
-pub fn readv_once(pid: i32, remote: u64, buf: &mut [u8]) -> Result<u64, i32> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let rem = libc::iovec {
-        iov_base: remote as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let args = crate::sys::RawArgs {
-        pid,
-        lvec: &local as *const libc::iovec as u64,
-        liovcnt: 1,
-        rvec: &rem as *const libc::iovec as u64,
-        riovcnt: 1,
-        flags: 0,
-    };
-    // The kernel writes at most `buf.len()` bytes into `buf`, which the exclusive borrow
-    // covers; the iovecs outlive the call.
-    crate::sys::call_native(false, &args)
 }
 
 fn read_region(fd: &OwnedFd, r: &Region, deadline: Instant) -> Result<Vec<u8>, String> {

@@ -17,6 +17,7 @@ pub mod evolving;
 pub mod layout;
 pub mod persistent;
 pub mod proc;
+pub mod race;
 
 use crate::case::{Entry, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
 use crate::facts::Facts;
