@@ -37,6 +37,10 @@ pub enum Inject {
     CallerHang,
     /// The harness panics after the target is up.
     Panic,
+    /// The fuzzers' persistent executor reports one byte fewer than the kernel moved whenever
+    /// it moved more than a page: a made-up disagreement with the model, to try the fuzz →
+    /// tmin → `import-crash` loop end to end (docs/FUZZING.md).
+    Miscount,
 }
 
 impl Inject {
@@ -45,6 +49,7 @@ impl Inject {
             Ok("target_hang") => Inject::TargetHang,
             Ok("caller_hang") => Inject::CallerHang,
             Ok("panic") => Inject::Panic,
+            Ok("miscount") => Inject::Miscount,
             _ => Inject::None,
         }
     }
