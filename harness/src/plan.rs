@@ -466,14 +466,13 @@ fn creds(field: &str, c: &CredSpec) -> Result<Creds, PlanError> {
     })
 }
 
-/// The address ranges plans place regions and arrays in, as (start, length): a process that
-/// builds layouts keeps everything else out of them.
-pub fn reserved_ranges() -> [(u64, u64); 4] {
+/// The address ranges a plan for `entry` places its regions and arrays in, as (start, len),
+/// target side then caller side. The model takes everything there that the plan does not map
+/// to be unmapped.
+pub fn reserved_ranges(entry: Entry) -> [(u64, u64); 2] {
     [
-        (NATIVE_TARGET_BASE, NATIVE_SPAN),
-        (NATIVE_CALLER_BASE, NATIVE_SPAN),
-        (COMPAT_TARGET_BASE, COMPAT_SPAN),
-        (COMPAT_CALLER_BASE, COMPAT_SPAN),
+        side_bases(entry, Side::Target),
+        side_bases(entry, Side::Caller),
     ]
 }
 

@@ -119,12 +119,17 @@ fn sane(seed: u64) -> FuzzCase {
     }
 }
 
+/// Persistent executors map at the plans' fixed addresses in this process: two at once (tests
+/// run on parallel threads) would take each other's ranges.
+static ONE_EXECUTOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn key(d: &Dump) -> (String, String) {
     (format!("{:?}", d.side), d.name.clone())
 }
 
 #[test]
 fn persistent_matches_fork_executor() {
+    let _one = ONE_EXECUTOR.lock().unwrap_or_else(|e| e.into_inner());
     let facts = pvmtest::facts::Facts::detect();
     let opts = Options::default();
     // The fork executor first (its children need this process's address ranges free), then
@@ -189,6 +194,7 @@ fn persistent_matches_fork_executor() {
 /// their layouts from nothing (before `layout::clear_reserved` they failed with EEXIST).
 #[test]
 fn fork_executor_beside_a_persistent_one() {
+    let _one = ONE_EXECUTOR.lock().unwrap_or_else(|e| e.into_inner());
     let facts = pvmtest::facts::Facts::detect();
     let mut p = Persistent::new(Duration::from_secs(5)).expect("executor");
     let mut ran = 0;
@@ -214,6 +220,7 @@ fn fork_executor_beside_a_persistent_one() {
 #[test]
 #[ignore]
 fn throughput() {
+    let _one = ONE_EXECUTOR.lock().unwrap_or_else(|e| e.into_inner());
     eprintln!(
         "{}",
         pvmtest::exec::persistent::pin_for_fuzzing().expect("pin")

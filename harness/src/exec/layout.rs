@@ -8,6 +8,7 @@ use crate::case::{Fill, Prot, RegionKind};
 use crate::plan::{ArrayImage, Region};
 use crate::sys::uffd;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const THP_SIZE: u64 = 2 << 20;
 
@@ -27,16 +28,55 @@ fn fill_words(start: u64, len: u64, tag: u8) {
     }
 }
 
-/// Unmaps everything in the plans' reserved ranges ([`crate::plan::reserved_ranges`]), taking
-/// `ranges` computed before the fork. A child forked from a process that holds plan mappings
-/// (the persistent executor, or a test running one next to the fork-per-case executor) gets
-/// copies of them; its layout must start from nothing there, or MAP_FIXED_NOREPLACE fails with
-/// EEXIST and the model would not know the stale memory.
-pub fn clear_reserved(ranges: &[(u64, u64)]) {
-    for &(start, len) in ranges {
-        // SAFETY: the reserved ranges hold only plan mappings, which no code, stack or heap of
-        // this process lives in; munmap of a range with nothing mapped is a no-op.
-        unsafe { libc::munmap(start as *mut libc::c_void, len as usize) };
+/// How many long-lived plan mappings [`track`] remembers (a persistent executor holds at most
+/// ten: three caller regions, five target regions, two iovec arrays).
+const TRACKED: usize = 64;
+
+/// Plan mappings this process keeps across cases (the persistent executor's), as
+/// (start, len); start 0 is a free slot. Atomics, not a lock: a forked child reads them, and a
+/// lock another thread held at the fork would never be released in the child.
+static PLAN_MAPPINGS: [(AtomicU64, AtomicU64); TRACKED] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; TRACKED];
+
+/// Records a plan mapping this process keeps (after it is mapped).
+pub fn track(start: u64, len: u64) {
+    for (s, l) in &PLAN_MAPPINGS {
+        // Claim the slot, then fill in the length (a fork in between sees length 0, and its
+        // munmap fails harmlessly).
+        if s.compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            l.store(len, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Forgets a plan mapping (before it is unmapped).
+pub fn untrack(start: u64) {
+    for (s, _) in &PLAN_MAPPINGS {
+        if s.compare_exchange(start, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// In a forked child: unmaps the plan mappings the parent kept ([`track`]). A fork copies
+/// them, and the child's layout must start from nothing there: a stale copy makes
+/// MAP_FIXED_NOREPLACE fail with EEXIST, or is memory the model does not know. Only what was
+/// tracked goes: the plan ranges may hold other mappings (AddressSanitizer's shadow covers
+/// the compat caller range), which the child needs.
+pub fn drop_inherited_plan_mappings() {
+    for (s, l) in &PLAN_MAPPINGS {
+        let start = s.load(Ordering::Acquire);
+        if start != 0 {
+            let len = l.load(Ordering::Acquire);
+            // SAFETY: a tracked range is a plan mapping the parent made for a case; no code,
+            // stack or heap of this process lives there.
+            unsafe { libc::munmap(start as *mut libc::c_void, len as usize) };
+        }
     }
 }
 

@@ -330,7 +330,7 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
         pause_forever();
     }
     let setup = || -> Result<(), (i32, &'static str)> {
-        layout::clear_reserved(&crate::plan::reserved_ranges());
+        layout::drop_inherited_plan_mappings();
         layout::build(&plan.target_regions, fds)?;
         if let Some(c) = &plan.target_creds {
             crate::sys::creds::apply(c)?;
@@ -468,7 +468,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
         }
     }
     let mut setup = || -> Result<i32, (i32, &'static str)> {
-        layout::clear_reserved(&crate::plan::reserved_ranges());
+        layout::drop_inherited_plan_mappings();
         layout::build(&plan.caller_regions, &c.caller_fds)?;
         layout::build_arrays(&plan.arrays)?;
         if let Some(ctx) = c.own_target {

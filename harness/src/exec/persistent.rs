@@ -129,6 +129,9 @@ pub struct Persistent {
     /// close cost more than the rest of a remap).
     spare: [Vec<OwnedFd>; 2],
     inject: super::Inject,
+    /// Mappings this process had at start inside the plans' ranges (AddressSanitizer's
+    /// shadow covers the compat caller range): (start, end, what /proc/self/maps names).
+    foreign: Vec<(u64, u64, String)>,
     unplaceable: String,
     pub stats: Stats,
 }
@@ -262,9 +265,10 @@ fn read_file(fd: &OwnedFd, len: u64) -> Result<Vec<u8>, String> {
 
 /// The target's loop: read a batch of records, carry it out, answer `K` or `E errno`.
 /// No allocation (this is a fork of a possibly multi-threaded process).
-fn target_loop(ctl: RawFd, reply: RawFd, reserved: [(u64, u64); 4]) -> i32 {
-    // The fork copied this executor's caller and `self`-target mappings.
-    layout::clear_reserved(&reserved);
+fn target_loop(ctl: RawFd, reply: RawFd) -> i32 {
+    // The fork copied this executor's caller and `self`-target mappings (and, in a test, any
+    // other persistent executor's).
+    layout::drop_inherited_plan_mappings();
     let mut buf = [0u8; OP_SIZE * MAX_OPS];
     loop {
         let mut hdr = [0u8; 4];
@@ -374,6 +378,7 @@ impl Persistent {
             self_mem,
             spare: [Vec::new(), Vec::new()],
             inject: super::Inject::from_env(),
+            foreign: foreign_mappings()?,
             unplaceable: String::new(),
             stats: Stats::default(),
         })
@@ -424,6 +429,25 @@ impl Persistent {
             return Err("the persistent executor does not reproduce this case exactly".into());
         }
         self.stats.cases += 1;
+        // The model takes the plan's ranges to hold nothing but the plan's mappings; with
+        // something else there (a sanitizer's shadow) a stray pointer would read it.
+        for (start, len) in crate::plan::reserved_ranges(plan.call.entry) {
+            if let Some((a, b, what)) = self
+                .foreign
+                .iter()
+                .find(|(a, b, _)| *a < start + len && *b > start)
+            {
+                self.unplaceable = format!(
+                    "{a:#x}-{b:#x} ({what}) lies in the {} range {start:#x}+{len:#x}",
+                    if plan.call.entry == Entry::Compat {
+                        "compat"
+                    } else {
+                        "native"
+                    }
+                );
+                return Ok(None);
+            }
+        }
         let shares = plan.target_shares_caller_mm();
         // 1. This process's mappings: caller regions, arrays, and shared-mm target regions.
         let mut want: Vec<Region> = plan
@@ -499,6 +523,7 @@ impl Persistent {
                 }
                 _ => {
                     let o = self.own.swap_remove(i);
+                    layout::untrack(o.region.start);
                     // SAFETY: this process mapped exactly this range for an earlier case (in
                     // the plan's reserved ranges, MAP_FIXED_NOREPLACE) and nothing else uses it.
                     unsafe {
@@ -527,6 +552,7 @@ impl Persistent {
             layout::build(std::slice::from_ref(w), &fds).map_err(|(e, step)| {
                 format!("{step} of {} at {:#x}: {}", w.name, w.start, errno_str(e))
             })?;
+            layout::track(w.start, w.len);
             self.own.push(Own {
                 region: w.clone(),
                 fd,
@@ -609,8 +635,7 @@ impl Persistent {
         let (ctl_r, ctl_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (rep_r, rep_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
         let (cr, rw) = (ctl_r.as_raw_fd(), rep_w.as_raw_fd());
-        let reserved = crate::plan::reserved_ranges();
-        let child = proc::fork_child(b"pvmtest-ftarget\0", || target_loop(cr, rw, reserved))
+        let child = proc::fork_child(b"pvmtest-ftarget\0", || target_loop(cr, rw))
             .map_err(|e| format!("forking the target: {e}"))?;
         drop(ctl_r);
         drop(rep_w);
@@ -811,6 +836,7 @@ impl Persistent {
     /// build the same layout, e.g. the fork-per-case executor in a test).
     pub fn unmap_own(&mut self) {
         for o in self.own.drain(..) {
+            layout::untrack(o.region.start);
             // SAFETY: as in sync_own: a range this process mapped for a case.
             unsafe { libc::munmap(o.region.start as *mut libc::c_void, o.region.len as usize) };
         }
@@ -860,6 +886,31 @@ impl Drop for Persistent {
         self.shutdown();
         self.unmap_own();
     }
+}
+
+/// This process's mappings that overlap the plans' ranges, from `/proc/self/maps`.
+fn foreign_mappings() -> Result<Vec<(u64, u64, String)>, String> {
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let ranges: Vec<(u64, u64)> = [Entry::Native, Entry::Compat]
+        .iter()
+        .flat_map(|&e| crate::plan::reserved_ranges(e))
+        .collect();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some((a, b)) = fields.next().and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if ranges.iter().any(|&(s, l)| a < s + l && b > s) {
+            let what = fields.nth(4).unwrap_or("anonymous").to_string();
+            out.push((a, b, what));
+        }
+    }
+    Ok(out)
 }
 
 /// Pins the calling thread, and so every thread and process the executor starts from it
