@@ -209,68 +209,51 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         res.duration = start.elapsed();
         return res;
     }
-    let panicked = |p: Box<dyn std::any::Any + Send>| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".into());
-        format!("harness panicked: {msg}")
-    };
     if let Some(race) = &plan.race {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            exec::race::execute(plan, race, facts, opts)
-        }));
-        match outcome {
-            Err(p) => {
-                res.status = Status::Broken;
-                res.reason = Some(panicked(p));
-            }
-            Ok(Err(e)) => {
-                res.status = Status::Broken;
-                res.reason = Some(e);
-            }
-            Ok(Ok(out)) => {
-                res.race = Some(out.report);
-                match out.failure {
-                    None => res.status = Status::Pass,
-                    Some((r, why)) => {
-                        res.status = Status::Fail;
-                        res.observed = Some(r);
-                        res.reason = Some(why);
-                    }
-                }
-            }
-        }
-        res.duration = start.elapsed();
-        return res;
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        exec::execute(plan, facts, opts)
-    }));
-    match outcome {
-        Err(p) => {
-            res.status = Status::Broken;
-            res.reason = Some(panicked(p));
-        }
-        Ok(Err(e)) => {
-            res.status = Status::Broken;
-            res.reason = Some(e);
-        }
-        Ok(Ok(obs)) => {
-            res.observed = Some(obs.result);
-            res.pid = Some(obs.pid);
-            match check::compare(plan, &pred, &obs) {
-                Ok(()) => res.status = Status::Pass,
-                Err(e) => {
+        if let Some(out) = guarded(&mut res, || exec::race::execute(plan, race, facts, opts)) {
+            res.race = Some(out.report);
+            match out.failure {
+                None => res.status = Status::Pass,
+                Some((r, why)) => {
                     res.status = Status::Fail;
-                    res.reason = Some(e);
+                    res.observed = Some(r);
+                    res.reason = Some(why);
                 }
+            }
+        }
+    } else if let Some(obs) = guarded(&mut res, || exec::execute(plan, facts, opts)) {
+        res.observed = Some(obs.result);
+        res.pid = Some(obs.pid);
+        match check::compare(plan, &pred, &obs) {
+            Ok(()) => res.status = Status::Pass,
+            Err(e) => {
+                res.status = Status::Fail;
+                res.reason = Some(e);
             }
         }
     }
     res.duration = start.elapsed();
     res
+}
+
+/// Runs an executor; a panic or an executor error makes the case `broken` (a harness
+/// failure, not a kernel result) with the reason, and gives `None`.
+fn guarded<T>(res: &mut CaseResult, f: impl FnOnce() -> Result<T, String>) -> Option<T> {
+    let reason = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return Some(v),
+        Ok(Err(e)) => e,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            format!("harness panicked: {msg}")
+        }
+    };
+    res.status = Status::Broken;
+    res.reason = Some(reason);
+    None
 }
 
 /// Summary counts.
