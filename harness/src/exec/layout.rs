@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use crate::case::{Fill, Prot, RegionKind};
-use crate::plan::{ArrayImage, Region};
+use crate::plan::{ArrayImage, Plan, Region};
 use crate::sys::uffd;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,6 +173,14 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
     Ok(())
 }
 
+/// A caller's memory as every caller builds it: the plan mappings inherited from the harness
+/// dropped, then the plan's caller regions and its iovec arrays.
+pub fn build_caller(plan: &Plan, fds: &[Option<RawFd>]) -> Result<(), (i32, &'static str)> {
+    drop_inherited_plan_mappings();
+    build(&plan.caller_regions, fds)?;
+    build_arrays(&plan.arrays)
+}
+
 /// Registers a built userfaultfd region with a new userfaultfd of this process (see
 /// [`RegionKind::Uffd`] and its neighbours); for a `uffd` region, what its handler thread must
 /// serve.
@@ -233,14 +241,27 @@ pub fn dumped(r: &Region) -> bool {
     !r.is_hole() && !huge_sparse
 }
 
+/// Whether a region must be made readable before its bytes are read back.
+pub fn unreadable(r: &Region) -> bool {
+    !matches!(r.prot, Prot::Rw | Prot::Ro | Prot::Rwx | Prot::Rx)
+}
+
 /// Sends the backed bytes of every dumped region to `fd`, making each readable first.
 pub fn dump(regions: &[Region], fd: RawFd) -> bool {
+    dump_with(regions, |addr, len| {
+        super::proc::write_mem_raw(fd, addr, len as u64)
+    })
+}
+
+/// Hands `sink` the address and backed length of every dumped region with bytes, in order,
+/// making each readable first (it stays so); `false` as soon as that or `sink` fails.
+pub fn dump_with(regions: &[Region], mut sink: impl FnMut(u64, usize) -> bool) -> bool {
     for r in regions.iter().filter(|r| dumped(r)) {
         let len = r.backed_len();
         if len == 0 {
             continue;
         }
-        if !matches!(r.prot, Prot::Rw | Prot::Ro | Prot::Rwx | Prot::Rx) {
+        if unreadable(r) {
             // SAFETY: this process's own mapping; making it readable does not move it.
             if unsafe {
                 libc::mprotect(
@@ -253,7 +274,7 @@ pub fn dump(regions: &[Region], fd: RawFd) -> bool {
                 return false;
             }
         }
-        if !super::proc::write_mem_raw(fd, r.start, len) {
+        if !sink(r.start, len as usize) {
             return false;
         }
     }

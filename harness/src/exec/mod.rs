@@ -177,14 +177,27 @@ fn send_ready(fd: RawFd, pid: i32) {
 }
 
 fn send_result(fd: RawFd, r: Result<u64, i32>) {
-    let v: i64 = match r {
-        Ok(n) => n as i64,
-        Err(e) => -(e as i64),
-    };
     let mut m = [0u8; 9];
     m[0] = b'C';
-    m[1..9].copy_from_slice(&v.to_le_bytes());
+    m[1..9].copy_from_slice(&result_word(r).to_le_bytes());
     proc::write_all_raw(fd, &m);
+}
+
+/// A call's result as one word on a pipe: the count, or -errno.
+fn result_word(r: Result<u64, i32>) -> i64 {
+    match r {
+        Ok(n) => n as i64,
+        Err(e) => -(e as i64),
+    }
+}
+
+/// The inverse of [`result_word`].
+fn word_result(v: i64) -> Result<u64, i32> {
+    if v < 0 {
+        Err((-v) as i32)
+    } else {
+        Ok(v as u64)
+    }
 }
 
 fn send_error(fd: RawFd, err: (i32, &'static str)) -> i32 {
@@ -228,25 +241,38 @@ fn pause_forever() -> ! {
     }
 }
 
-/// A stack for a raw clone child, mapped in the current process.
-fn clone_stack() -> Result<*mut u8, (i32, &'static str)> {
-    const SIZE: usize = 256 << 10;
-    // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
+/// A fresh anonymous read-write mapping of `len` bytes at a kernel-chosen address, with
+/// `flags` (MAP_PRIVATE or MAP_SHARED, and any extras): its lowest address, or the errno.
+/// Raw syscalls only (usable after fork).
+fn map_fresh(len: usize, flags: libc::c_int) -> Result<*mut u8, i32> {
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address replaces nothing.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            SIZE,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            flags | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
     };
     if p == libc::MAP_FAILED {
-        return Err((nix::errno::Errno::last_raw(), "mmap(stack)"));
+        return Err(nix::errno::Errno::last_raw());
     }
+    Ok(p.cast())
+}
+
+/// A fresh `size`-byte thread stack: its lowest address, or the errno.
+fn map_stack(size: usize) -> Result<*mut u8, i32> {
+    map_fresh(size, libc::MAP_PRIVATE | libc::MAP_STACK)
+}
+
+/// A stack for a raw clone child, mapped in the current process: its top.
+fn clone_stack() -> Result<*mut u8, (i32, &'static str)> {
+    const SIZE: usize = 256 << 10;
+    let p = map_stack(SIZE).map_err(|e| (e, "mmap(stack)"))?;
     // SAFETY: one past the end of the mapping is the initial stack pointer for clone.
-    Ok(unsafe { (p as *mut u8).add(SIZE) })
+    Ok(unsafe { p.add(SIZE) })
 }
 
 extern "C" fn idle_thread(_: *mut libc::c_void) -> libc::c_int {
@@ -431,17 +457,8 @@ fn fork_own_target(c: &CallerCtx<'_>, ctx: ServeCtx<'_>) -> Result<(Child, i32),
     // SAFETY: closes our copy of the write end so a dead target reads as EOF.
     unsafe { libc::close(fds[1]) };
     let mut m = [0u8; 9];
-    let mut got = 0;
-    while got < m.len() {
-        // SAFETY: reads at most the rest of `m`.
-        let n = unsafe { libc::read(fds[0], m[got..].as_mut_ptr().cast(), m.len() - got) };
-        if n <= 0 {
-            if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
-                continue;
-            }
-            return Err(error_message(libc::ECHILD));
-        }
-        got += n as usize;
+    if !proc::read_exact_raw(fds[0], &mut m) {
+        return Err(error_message(libc::ECHILD));
     }
     if m[0] != b'R' {
         return Err(m);
@@ -468,9 +485,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
         }
     }
     let mut setup = || -> Result<i32, (i32, &'static str)> {
-        layout::drop_inherited_plan_mappings();
-        layout::build(&plan.caller_regions, &c.caller_fds)?;
-        layout::build_arrays(&plan.arrays)?;
+        layout::build_caller(plan, &c.caller_fds)?;
         if let Some(ctx) = c.own_target {
             // Before the caller changes credentials: the target sets its own.
             match fork_own_target(c, ctx) {
@@ -715,11 +730,7 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     let _clone_vm_target =
         (plan.target_kind == TargetKind::CloneVm).then(|| Child::adopt(pid as i32));
     let (_, ret) = recv(&up_r, deadline, "caller").map_err(timed)?;
-    let result = if ret < 0 {
-        Err((-ret) as i32)
-    } else {
-        Ok(ret as u64)
-    };
+    let result = word_result(ret);
     let mut dumps = Vec::new();
     read_dumps(&up_r, &plan.caller_regions, deadline, "caller", &mut dumps)?;
     if plan.target_shares_caller_mm() {

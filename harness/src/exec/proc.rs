@@ -106,6 +106,34 @@ impl Child {
     /// Waits, without reaping, until the child has exited (it stays a zombie).
     pub fn wait_zombie(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // A pidfd turns readable when the process has exited: one poll instead of a sleep
+        // loop. Without pidfd_open (before 5.3) the loop below does it.
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd >= 0 {
+            // SAFETY: the descriptor was just returned by the kernel and nothing else owns it.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let r = unsafe {
+                    libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32)
+                };
+                if r > 0 {
+                    break;
+                }
+                let interrupted = r < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+                if !interrupted || left.is_zero() {
+                    break;
+                }
+            }
+        }
         loop {
             // SAFETY: a zeroed siginfo_t is a valid out buffer for waitid.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -289,6 +317,23 @@ pub fn write_mem_raw(fd: i32, addr: u64, len: u64) -> bool {
             return false;
         }
         done += n as u64;
+    }
+    true
+}
+
+/// Raw blocking read of exactly `buf.len()` bytes; `false` on EOF or error (child side).
+pub fn read_exact_raw(fd: i32, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reads at most the rest of `buf`.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n <= 0 {
+            if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            return false;
+        }
+        got += n as usize;
     }
     true
 }
