@@ -91,9 +91,10 @@ pub struct Race {
     pub runs: u32,
 }
 
-/// Validates a case's `race:` section against its plan: everything the race executor
-/// (a persistent [`crate::exec::evolving::Evolving`] target and a forked caller) cannot
-/// reproduce is refused here, before anything forks.
+/// Validates a case's `race:` section against its plan: everything the race executor (a
+/// persistent [`crate::exec::evolving::Evolving`] target and a persistent
+/// [`crate::exec::evolving::Caller`]) cannot reproduce is refused here, before anything
+/// forks.
 pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
     let action = spec.action.name();
     let runs = spec.runs.unwrap_or(DEFAULT_RUNS as u64);
@@ -202,7 +203,7 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
         }
     }
     // What the race executor builds: a forked `child` target of anonymous regions with the
-    // harness's credentials, and a forked caller making the native call.
+    // harness's credentials, and a forked (persistent) caller making the native call.
     if plan.target_kind != TargetKind::Child {
         return Err(err(
             "target.kind",
