@@ -243,21 +243,29 @@ fn usage_errors_exit_2() {
 /// Runs GOOD with a fault injected; the case must be reported broken with `needle`, the run
 /// must exit 1 quickly, and nothing may be left running.
 fn injected_fault_is_broken(tag: &str, inject: &str, needle: &str) {
+    let elapsed = run_broken(tag, inject, needle, GOOD);
+    assert!(elapsed < Duration::from_secs(5));
+}
+
+/// Runs the case `yaml` with `PVMTEST_INJECT=inject`: it must be BROKEN with `needle` in the
+/// output, exit 1, and leave nothing running. Returns how long it took.
+fn run_broken(tag: &str, inject: &str, needle: &str, yaml: &str) -> Duration {
     let d = scratch(tag);
-    let f = write(&d, "case.yaml", GOOD);
+    let f = write(&d, "case.yaml", yaml);
     let t = Instant::now();
     let out = run(tagged(tag)
         .env("PVMTEST_INJECT", inject)
         .args(["run", "--timeout-ms", "300"])
         .arg(&f));
+    let elapsed = t.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.contains("BROKEN") && stdout.contains(needle),
         "{stdout}"
     );
-    assert!(t.elapsed() < Duration::from_secs(5));
     assert_nothing_left(tag);
+    elapsed
 }
 
 /// GOOD with a racer: a few runs of each kind of racer process (the target's main thread,
@@ -295,19 +303,7 @@ fn race_faults_are_broken_and_leave_nothing() {
         ),
         ("race_panic", "panic", "injected panic"),
     ] {
-        let d = scratch(tag);
-        let f = write(&d, "case.yaml", &race("exit"));
-        let out = run(tagged(tag)
-            .env("PVMTEST_INJECT", inject)
-            .args(["run", "--timeout-ms", "300"])
-            .arg(&f));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(1), "{stdout}");
-        assert!(
-            stdout.contains("BROKEN") && stdout.contains(needle),
-            "{stdout}"
-        );
-        assert_nothing_left(tag);
+        run_broken(tag, inject, needle, &race("exit"));
     }
 }
 

@@ -272,11 +272,11 @@ fn target_loop(ctl: RawFd, reply: RawFd) -> i32 {
     let mut buf = [0u8; OP_SIZE * MAX_OPS];
     loop {
         let mut hdr = [0u8; 4];
-        if !read_exact_raw(ctl, &mut hdr) {
+        if !proc::read_exact_raw(ctl, &mut hdr) {
             return 0;
         }
         let n = u32::from_le_bytes(hdr) as usize;
-        if n > MAX_OPS || !read_exact_raw(ctl, &mut buf[..n * OP_SIZE]) {
+        if n > MAX_OPS || !proc::read_exact_raw(ctl, &mut buf[..n * OP_SIZE]) {
             return 4;
         }
         let mut err = 0i32;
@@ -320,22 +320,6 @@ fn target_loop(ctl: RawFd, reply: RawFd) -> i32 {
             return 5;
         }
     }
-}
-
-fn read_exact_raw(fd: RawFd, buf: &mut [u8]) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reads at most the rest of `buf`.
-        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
-            continue;
-        }
-        if n <= 0 {
-            return false;
-        }
-        got += n as usize;
-    }
-    true
 }
 
 fn op(kind: u8, r: &Region, fd: RawFd) -> [u8; OP_SIZE] {
