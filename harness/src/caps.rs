@@ -59,6 +59,18 @@ impl serde::Serialize for CapSet {
 }
 
 impl CapSet {
+    /// Every capability this kernel interface knows (`CAP_LAST_CAP` and below): what root
+    /// holds outside a restricted container.
+    pub fn all() -> CapSet {
+        CapSet((1u64 << NAMES.len()) - 1)
+    }
+    /// The names of the capabilities in the set, in bit order.
+    pub fn names(self) -> Vec<&'static str> {
+        (0..NAMES.len())
+            .filter(|&b| self.has(b as u32))
+            .map(|b| NAMES[b])
+            .collect()
+    }
     pub fn has(self, cap: u32) -> bool {
         self.0 & (1u64 << cap) != 0
     }

@@ -1,6 +1,7 @@
 //! Judging a case: requirements (skip), the model's prediction against a pinned expectation,
 //! and the kernel's result and every byte against the model.
 
+use crate::caps::{CapSet, Credentials, Ids};
 use crate::case::RegionKind;
 use crate::case::{Feature, Syscall};
 use crate::exec::{Dump, Observed};
@@ -10,12 +11,26 @@ use crate::plan::{Expected, Plan, Region, Side};
 
 /// Why a case cannot run here, or `None` when it can.
 pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
+    unmet(plan, facts, true)
+}
+
+/// Why the model cannot judge the case's pin on this machine (a kernel series or feature the
+/// case excludes), or `None`. Unlike [`unmet_requirement`] it ignores what depends on who
+/// runs the harness (root, capabilities, a PID namespace, unprivileged userfaultfd) and the
+/// Yama scope, which the pin fixes itself ([`check_pin`]): `pvmtest check` gives the same
+/// verdict for every user.
+pub fn unmet_for_pin(plan: &Plan, facts: &Facts) -> Option<String> {
+    unmet(plan, facts, false)
+}
+
+/// `harness`: also the requirements on the harness's privileges and the Yama scope.
+fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<String> {
     let r = &plan.requires;
-    if r.root && !facts.is_root() {
+    if harness && r.root && !facts.is_root() {
         return Some("needs root (run as uid 0)".into());
     }
     for (name, bit) in &r.caps {
-        if !facts.creds.effective.has(*bit) {
+        if harness && !facts.creds.effective.has(*bit) {
             return Some(format!("needs {name}"));
         }
     }
@@ -36,7 +51,7 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
             ));
         }
     }
-    if let Some(want) = r.yama_scope {
+    if let Some(want) = r.yama_scope.filter(|_| harness) {
         match facts.yama_scope {
             None => return Some("needs the Yama LSM".into()),
             Some(have) if have != want => {
@@ -89,30 +104,169 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
                 "a [vvar_vclock] mapping (the generic vDSO datastore, newer than 6.12)",
             ),
         };
-        if !ok {
+        // Who runs the harness decides the first two; the pin fixes the Yama state itself.
+        let harness_only = matches!(f, Feature::Pidns | Feature::Userfaultfd | Feature::Yama);
+        if !ok && (harness || !harness_only) {
             return Some(format!("needs {what}"));
         }
     }
     None
 }
 
-/// Checks a pinned `expect` against the model; `Err` explains the disagreement.
+/// The harness a pin describes: root with every capability when the case requires root
+/// (declared, or implied by `creds`), otherwise an unprivileged user holding only the
+/// capabilities `requires.caps` names.
 ///
-/// A pin states what the case does when Yama does not interfere: unless the case declares
-/// `requires.yama_scope`, the pin is checked against the model with Yama taken as absent
-/// (Debian's default scope 0 behaves the same). A kernel whose Yama restricts the caller
-/// (an upstream build defaults to scope 1) is still compared with the model under its real
-/// scope when the case runs; only the pin, which is about something else, ignores it.
-/// `yama/` cases declare their scope and pin what Yama does at it.
-pub fn check_pin(plan: &Plan, facts: &Facts, pred: &Prediction) -> Result<(), String> {
-    if plan.requires.yama_scope.is_none() && facts.yama_scope.is_some() {
-        let without = Facts {
-            yama_scope: None,
-            ..facts.clone()
-        };
-        return check_pin_against(plan, &model::predict(plan, &without));
+/// Why fixed, and why these two: a pin is a statement about the case, so whether it holds must
+/// not depend on who runs `pvmtest`. The declared requirements say who may run it; the pin is
+/// checked for the least privileged harness they admit. A case that admits an unprivileged
+/// harness is also run by root, so the loader ([`pin_depends_on_harness`]) refuses a pinned
+/// case whose outcome differs between the two unless it declares `requires.root`; then the
+/// only harness it admits is root, and the pin describes root with the capability sets
+/// `sudo` and the kernel-matrix guests give.
+pub fn pin_harness(plan: &Plan) -> Credentials {
+    if plan.requires.root {
+        root_harness()
+    } else {
+        unprivileged_harness(plan)
     }
-    check_pin_against(plan, pred)
+}
+
+/// uid 0 with every capability.
+pub fn root_harness() -> Credentials {
+    Credentials {
+        ids: Ids::default(),
+        permitted: CapSet::all(),
+        effective: CapSet::all(),
+    }
+}
+
+/// The ids of the unprivileged harness a pin is checked for: `nobody`, as sandboxed CI runs.
+/// Any non-zero value gives the same answers: without `creds` the caller and the target both
+/// carry the harness's ids, and `creds` imply root.
+pub const UNPRIVILEGED_ID: u32 = 65534;
+
+/// A non-root harness with no capabilities but those the case requires.
+pub fn unprivileged_harness(plan: &Plan) -> Credentials {
+    let caps = CapSet(plan.requires.caps.iter().fold(0, |a, (_, b)| a | 1u64 << b));
+    let id = UNPRIVILEGED_ID;
+    Credentials {
+        ids: Ids {
+            uid: id,
+            euid: id,
+            suid: id,
+            gid: id,
+            egid: id,
+            sgid: id,
+        },
+        permitted: caps,
+        effective: caps,
+    }
+}
+
+/// The facts a pin is judged under: this machine's, with the harness of [`pin_harness`] and
+/// the Yama state the case declares. Unless the case declares `requires.yama_scope`, Yama is
+/// taken as absent (Debian's default scope 0 behaves the same): a kernel whose Yama restricts
+/// the caller (an upstream build defaults to scope 1) is still compared with the model under
+/// its real scope when the case runs; only the pin, which is about something else, ignores
+/// it. `yama/` cases declare their scope and pin what Yama does at it.
+fn pin_facts(plan: &Plan, facts: &Facts, creds: Credentials) -> Facts {
+    Facts {
+        creds,
+        yama_scope: plan.requires.yama_scope,
+        ..facts.clone()
+    }
+}
+
+/// Checks a pinned `expect` against the model; `Err` explains the disagreement. The verdict
+/// depends on the case and the machine's kernel, never on who runs the harness (see
+/// [`pin_harness`] and [`pin_facts`]).
+pub fn check_pin(plan: &Plan, facts: &Facts) -> Result<(), String> {
+    if plan.expect.is_none() {
+        return Ok(());
+    }
+    let f = pin_facts(plan, facts, pin_harness(plan));
+    check_pin_against(plan, &model::predict(plan, &f))
+}
+
+/// Why this harness cannot check the case's pin, or `None` when it can: the pin holds for the
+/// harness it describes ([`check_pin`]), but the model gives another outcome for the
+/// credentials this harness has (root in a container without CAP_SYS_PTRACE, a user holding
+/// file capabilities). Such a run would test another scenario than the case states, so it is
+/// a skip, never a pin failure.
+pub fn pin_not_checkable_here(plan: &Plan, facts: &Facts) -> Option<String> {
+    let e = plan.expect.as_ref()?;
+    let want = pin_harness(plan);
+    if facts.creds == want {
+        return None;
+    }
+    let pred = model::predict(plan, &pin_facts(plan, facts, facts.creds));
+    check_pin_against(plan, &pred).err()?;
+    Some(format!(
+        "the pin ({}) describes a harness running as {}; as {} the model predicts {pred}",
+        expected_string(e.result),
+        describe_harness(&want),
+        describe_harness(&facts.creds),
+    ))
+}
+
+/// A pinned case whose outcome depends on whether root or an unprivileged user runs the
+/// harness must declare `requires.root`, or its pin would hold for one and not the other.
+/// Checked at load time, on the model alone: the permission step (`__ptrace_may_access`,
+/// model `check_target`) is the same on every kernel series, so any series the case admits
+/// shows the dependence: the case's `min_kernel` is used (else its `max_kernel`, else 6.12)
+/// with a typical machine's other facts. `Err` is the one-line message with the fix.
+pub fn pin_depends_on_harness(plan: &Plan) -> Result<(), String> {
+    let Some(e) = &plan.expect else { return Ok(()) };
+    if plan.requires.root {
+        return Ok(());
+    }
+    let v = plan.requires.min_kernel.or(plan.requires.max_kernel);
+    let machine = Facts::example(v.map_or((6, 12, 0), |(a, b)| (a, b, 0)));
+    let root = model::predict(plan, &pin_facts(plan, &machine, root_harness()));
+    let unpriv = model::predict(plan, &pin_facts(plan, &machine, unprivileged_harness(plan)));
+    if (root.result, root.decided_by) == (unpriv.result, unpriv.decided_by) {
+        return Ok(());
+    }
+    let fix = if check_pin_against(plan, &unpriv).is_ok() {
+        "give the caller `creds:` with the ids the pin assumes (creds imply `requires: {root: true}`)"
+    } else {
+        "add `requires: {root: true}` (the pin then describes a root harness)"
+    };
+    Err(format!(
+        "the outcome depends on who runs the harness (as root the model predicts {root}, as an unprivileged user {unpriv}) but the case pins {} without `requires: {{root: true}}`: {fix}",
+        expected_string(e.result),
+    ))
+}
+
+/// A pinned result as case files write it: `4096`, `EPERM`.
+pub fn expected_string(e: Expected) -> String {
+    match e {
+        Expected::Count(n) => n.to_string(),
+        Expected::Errno(x) => crate::errno::name(x),
+    }
+}
+
+/// `root with every capability`, `uid 65534 with no capabilities`, `root without
+/// CAP_SYS_PTRACE, CAP_SYS_ADMIN`: whichever of the held or the missing set is shorter.
+pub fn describe_harness(c: &Credentials) -> String {
+    let who = if c.ids.euid == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {}", c.ids.euid)
+    };
+    let held = c.effective.names();
+    let missing = CapSet::all().without(c.effective).names();
+    let caps = if missing.is_empty() {
+        "with every capability".to_string()
+    } else if held.is_empty() {
+        "with no capabilities".to_string()
+    } else if missing.len() < held.len() {
+        format!("without {}", missing.join(", "))
+    } else {
+        format!("with {}", held.join(", "))
+    };
+    format!("{who} {caps}")
 }
 
 fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
@@ -126,10 +280,7 @@ fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
     if matches && step_ok {
         return Ok(());
     }
-    let want = match e.result {
-        Expected::Count(n) => n.to_string(),
-        Expected::Errno(x) => crate::errno::name(x),
-    };
+    let want = expected_string(e.result);
     Err(format!(
         "the model predicts {pred} but the case pins {want}{} (why: {})",
         e.decided_by
@@ -419,7 +570,106 @@ pub fn result_string(r: Result<u64, i32>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::uncovered;
+    use super::*;
+    use crate::runner::load_str;
+
+    /// A writev into a non-dumpable target with the caller's ids: only CAP_SYS_PTRACE lets
+    /// it through (`__ptrace_may_access`), so root gets 4096 and anyone else EPERM.
+    fn nondumpable(requires: &str, pin: &str) -> String {
+        format!(
+            "description: t\n{requires}target:\n  regions: [{{name: data, pages: 1}}]\n  dumpable: false\ncaller:\n  regions: [{{name: buf, pages: 1}}]\ncall:\n  syscall: writev\n  local: [{{base: buf, len: page}}]\n  remote: [{{base: data, len: page}}]\nexpect:\n  result: {pin}\n  why: w\n"
+        )
+    }
+
+    fn unprivileged_facts() -> Facts {
+        let mut f = Facts::example((6, 12, 0));
+        f.creds.ids = Ids {
+            uid: 1000,
+            euid: 1000,
+            suid: 1000,
+            gid: 1000,
+            egid: 1000,
+            sgid: 1000,
+        };
+        f.creds.permitted = CapSet(0);
+        f.creds.effective = CapSet(0);
+        f
+    }
+
+    #[test]
+    fn root_only_pin_needs_declared_root() {
+        let e = load_str("t.yaml", "t", &nondumpable("", "4096")).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert_eq!(
+            e.message,
+            "expect: the outcome depends on who runs the harness (as root the model predicts 4096 (complete), as an unprivileged user EPERM (perm_dumpable: target is not dumpable)) but the case pins 4096 without `requires: {root: true}`: add `requires: {root: true}` (the pin then describes a root harness)"
+        );
+        assert_eq!(e.to_string().lines().count(), 1);
+        let plan = load_str(
+            "t.yaml",
+            "t",
+            &nondumpable("requires: {root: true}\n", "4096"),
+        )
+        .expect("valid with the requirement");
+        // Judged for root, whoever checks it.
+        let root = Facts::example((6, 12, 0));
+        assert_eq!(check_pin(&plan, &root), Ok(()));
+        assert_eq!(check_pin(&plan, &unprivileged_facts()), Ok(()));
+        assert_eq!(pin_not_checkable_here(&plan, &root), None);
+    }
+
+    #[test]
+    fn unprivileged_only_pin_is_refused_too() {
+        let e = load_str("t.yaml", "t", &nondumpable("", "EPERM")).unwrap_err();
+        assert!(
+            e.message
+                .contains("but the case pins EPERM without `requires: {root: true}`: give the caller `creds:`"),
+            "{e}"
+        );
+        // Without a pin nothing is refused: the kernel is compared with the model for
+        // whoever runs it.
+        let unpinned = nondumpable("", "EPERM");
+        let unpinned = &unpinned[..unpinned.find("expect:").unwrap()];
+        assert!(load_str("t.yaml", "t", unpinned).is_ok());
+    }
+
+    /// A pin that holds for every harness stays valid, and is judged the same for root and
+    /// for an unprivileged user.
+    #[test]
+    fn pin_for_every_harness() {
+        let y = nondumpable("", "4096").replace("  dumpable: false\n", "");
+        let plan = load_str("t.yaml", "t", &y).expect("valid");
+        assert_eq!(pin_harness(&plan).ids.euid, UNPRIVILEGED_ID);
+        for f in [Facts::example((6, 12, 0)), unprivileged_facts()] {
+            assert_eq!(check_pin(&plan, &f), Ok(()));
+            assert_eq!(pin_not_checkable_here(&plan, &f), None);
+        }
+        let wrong = load_str("t.yaml", "t", &y.replace("result: 4096", "result: 4095")).unwrap();
+        let e = check_pin(&wrong, &unprivileged_facts()).unwrap_err();
+        assert_eq!(Err(e), check_pin(&wrong, &Facts::example((6, 12, 0))));
+    }
+
+    /// Root without CAP_SYS_PTRACE (a container) cannot check a pin that describes root with
+    /// every capability: a skip that says so, not a failure.
+    #[test]
+    fn root_without_ptrace_skips_a_root_pin() {
+        let plan = load_str(
+            "t.yaml",
+            "t",
+            &nondumpable("requires: {root: true}\n", "4096"),
+        )
+        .unwrap();
+        let mut f = Facts::example((6, 12, 0));
+        let ptrace = CapSet(1 << crate::caps::SYS_PTRACE);
+        f.creds.effective = f.creds.effective.without(ptrace);
+        f.creds.permitted = f.creds.permitted.without(ptrace);
+        assert_eq!(unmet_requirement(&plan, &f), None);
+        assert_eq!(check_pin(&plan, &f), Ok(()));
+        assert_eq!(
+            pin_not_checkable_here(&plan, &f).as_deref(),
+            Some("the pin (4096) describes a harness running as root with every capability; as root without CAP_SYS_PTRACE the model predicts EPERM (perm_dumpable: target is not dumpable)")
+        );
+    }
 
     /// `uncovered` against a bitmap over small intervals, in pseudo-random orders.
     #[test]

@@ -207,7 +207,16 @@ pub fn explain(
     }
     out.push_str(&format!("  => {pred}\n"));
     if let Some(e) = &plan.expect {
-        out.push_str(&format!("\npinned: {:?} — {}\n", e.result, e.why.trim()));
+        out.push_str(&format!(
+            "\npinned: {}{}, for a harness running as {} — {}\n",
+            crate::check::expected_string(e.result),
+            e.decided_by
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            crate::check::describe_harness(&crate::check::pin_harness(plan)),
+            e.why.trim()
+        ));
     }
     if let Some(race) = &plan.race {
         let allowed = crate::race::allowed(plan, facts, &race.racer);

@@ -135,6 +135,16 @@ pub fn load_str(shown: &str, id: &str, src: &str) -> Result<Plan, LoadError> {
         message: e.to_string(),
     };
     let mut plan = plan::build(id, shown, &case).map_err(err)?;
+    // A pin only root (or only a non-root user) gets, in a case that admits both, is a defect
+    // of the file whoever runs it and on any machine: refused here, so `check` and `run` agree.
+    check::pin_depends_on_harness(&plan).map_err(|m| LoadError {
+        path: shown.to_string(),
+        line: src
+            .lines()
+            .position(|l| l.starts_with("expect:"))
+            .map(|i| i + 1),
+        message: format!("expect: {m}"),
+    })?;
     if let Some(spec) = &race {
         plan.race = Some(crate::race::resolve(spec, &plan).map_err(|e| {
             // `race.*` needles (`region`, `prot`) also occur in region lists: look for them
@@ -203,9 +213,17 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         res.duration = start.elapsed();
         return res;
     }
-    if let Err(e) = check::check_pin(plan, facts, &pred) {
+    // The pin is judged for the harness the case declares (check::pin_harness), so a
+    // disagreement is the same for every user; a harness whose own credentials change the
+    // model's outcome cannot check the pin and skips.
+    if let Err(e) = check::check_pin(plan, facts) {
         res.status = Status::Fail;
         res.reason = Some(e);
+        res.duration = start.elapsed();
+        return res;
+    }
+    if let Some(why) = check::pin_not_checkable_here(plan, facts) {
+        res.reason = Some(why);
         res.duration = start.elapsed();
         return res;
     }

@@ -182,6 +182,17 @@ fn bad_input_is_one_line_and_exit_2() {
             "must say why",
         ),
         (
+            "root_only_pin.yaml",
+            &format!(
+                "{}expect:\n  result: 4096\n  why: CAP_SYS_PTRACE\n",
+                GOOD.replace(
+                    "target:\n  regions: [{name: data, pages: 1}]\n",
+                    "target:\n  regions: [{name: data, pages: 1}]\n  dumpable: false\n",
+                )
+            ),
+            "expect: the outcome depends on who runs the harness (as root the model predicts 4096 (complete), as an unprivileged user EPERM (perm_dumpable: target is not dumpable)) but the case pins 4096 without `requires: {root: true}`: add `requires: {root: true}`",
+        ),
+        (
             "race_no_region.yaml",
             &format!("{GOOD}race:\n  action: munmap\n"),
             "race.region: `munmap` acts on a target region",

@@ -443,8 +443,7 @@ fn yama_case_pins_hold_at_their_scope() {
         for v in [V510, V61, V612, (7, 2, 13)] {
             let mut facts = Facts::example(v);
             facts.yama_scope = Some(scope);
-            let p = predict(&plan, &facts);
-            pvmtest::check::check_pin(&plan, &facts, &p)
+            pvmtest::check::check_pin(&plan, &facts)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
         n += 1;
@@ -454,26 +453,41 @@ fn yama_case_pins_hold_at_their_scope() {
 
 /// A pin must hold wherever the case can run: for every Yama state a kernel may boot with
 /// (absent, or any scope; an upstream build defaults to 1, Debian to 0) on every series the
-/// case admits. Pins of cases without `yama_scope` describe the case with Yama out of the way
-/// (check::check_pin); this failed for five eperm cases before that rule, found by booting a
-/// kernel built with upstream's default scope 1.
+/// case admits, and for every harness its requirements admit (root with every capability,
+/// and an unprivileged user unless it requires root). Pins of cases without `yama_scope`
+/// describe the case with Yama out of the way, and every pin describes the harness its
+/// requirements fix (check::pin_harness). The Yama rule failed for five eperm cases before
+/// it existed, found by booting a kernel built with upstream's default scope 1; the harness
+/// rule for eperm/root_vs_nondumpable_root_writev, found by running as a non-root user.
+/// Where the case's requirements are met, the runtime neither fails the pin nor skips the
+/// case as one this harness cannot check.
 #[test]
-fn pins_hold_under_every_yama_state() {
+fn pins_hold_under_every_yama_state_and_harness() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
     let files = pvmtest::runner::collect(&[dir]).unwrap();
     let mut bad = Vec::new();
     for path in files {
         let plan = pvmtest::runner::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let harnesses = [
+            ("root", pvmtest::check::root_harness()),
+            ("nobody", pvmtest::check::unprivileged_harness(&plan)),
+        ];
         for v in [V510, V61, V612, (7, 2, 13), (7, 3, 4)] {
             for yama in [None, Some(0), Some(1), Some(2), Some(3)] {
-                let mut facts = Facts::example(v);
-                facts.yama_scope = yama;
-                if pvmtest::check::unmet_requirement(&plan, &facts).is_some() {
-                    continue;
-                }
-                let p = predict(&plan, &facts);
-                if let Err(e) = pvmtest::check::check_pin(&plan, &facts, &p) {
-                    bad.push(format!("{} on {v:?} with Yama {yama:?}: {e}", plan.id));
+                for (who, creds) in harnesses {
+                    let mut facts = Facts::example(v);
+                    facts.yama_scope = yama;
+                    facts.creds = creds;
+                    if pvmtest::check::unmet_requirement(&plan, &facts).is_some() {
+                        continue;
+                    }
+                    let at = format!("{} on {v:?} with Yama {yama:?} as {who}", plan.id);
+                    if let Err(e) = pvmtest::check::check_pin(&plan, &facts) {
+                        bad.push(format!("{at}: {e}"));
+                    }
+                    if let Some(e) = pvmtest::check::pin_not_checkable_here(&plan, &facts) {
+                        bad.push(format!("{at}: skipped: {e}"));
+                    }
                 }
             }
         }
