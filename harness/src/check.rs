@@ -126,15 +126,12 @@ fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
     if matches && step_ok {
         return Ok(());
     }
-    let want = match e.result {
-        Expected::Count(n) => n.to_string(),
-        Expected::Errno(x) => crate::errno::name(x),
-    };
     Err(format!(
-        "the model predicts {pred} but the case pins {want}{} (why: {})",
+        "the case pins {}{}, the model predicts {pred} (the pin's why: {})",
+        e.result,
         e.decided_by
             .as_deref()
-            .map(|d| format!(" ({d})"))
+            .map(|d| format!(" (decided_by {d})"))
             .unwrap_or_default(),
         e.why.trim()
     ))

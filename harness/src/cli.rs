@@ -52,7 +52,8 @@ pub enum Command {
     },
     /// Validate case files without running anything.
     Check { paths: Vec<PathBuf> },
-    /// Show the model's step-by-step prediction for one case.
+    /// Show the model's step-by-step prediction for one case; exits 1 when the case's pinned
+    /// `expect` disagrees with the model.
     Explain { case: PathBuf },
     /// Write a model_vs_kernel fuzz artifact (a crash input) as a case file.
     ImportCrash {
@@ -124,8 +125,9 @@ pub fn main_with(cli: Cli) -> i32 {
             Ok(plan) => {
                 let facts = Facts::detect();
                 let pred = crate::model::predict(&plan, &facts);
-                print!("{}", crate::report::explain(&plan, &pred, &facts));
-                0
+                let (text, disagrees) = crate::report::explain(&plan, &pred, &facts);
+                print!("{text}");
+                i32::from(disagrees)
             }
         },
         Command::ImportCrash { artifact, out } => import_crash(&artifact, &out),

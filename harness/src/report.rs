@@ -70,7 +70,10 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
         }
     }
     let s = Summary::of(results);
-    out.push_str(&format!("\nkernel {kernel}: {} cases\n", results.len()));
+    out.push_str(&format!(
+        "\nkernel {kernel}: {}\n",
+        crate::model::plural(results.len() as u64, "case")
+    ));
     out.push_str(&format!(
         "pvmtest: {} passed, {} failed, {} skipped\n",
         s.pass, s.fail, s.skip
@@ -189,12 +192,13 @@ pub fn json(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
     s
 }
 
-/// `explain`: the model's steps for one case.
+/// `explain`: the model's steps for one case, each naming its rule, and whether the case's
+/// pinned `expect` disagrees with the model (flagged in the text; `pvmtest explain` exits 1).
 pub fn explain(
     plan: &crate::plan::Plan,
     pred: &crate::model::Prediction,
     facts: &crate::facts::Facts,
-) -> String {
+) -> (String, bool) {
     let mut out = format!(
         "{}\n  {}\n\n{}\n\nmodel on {}:\n",
         plan.id,
@@ -206,22 +210,44 @@ pub fn explain(
         out.push_str(&format!("  {}. {t}\n", i + 1));
     }
     out.push_str(&format!("  => {pred}\n"));
+    let unmet = crate::check::unmet_requirement(plan, facts);
+    let mut disagrees = false;
     if let Some(e) = &plan.expect {
-        out.push_str(&format!("\npinned: {:?} — {}\n", e.result, e.why.trim()));
+        let by = e
+            .decided_by
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        out.push_str(&format!("\npinned: {}{by} — {}\n", e.result, e.why.trim()));
+        // As `pvmtest check`: a pin is checked only where the case can run (a case that needs
+        // root predicts with the harness's own credentials otherwise).
+        if unmet.is_none() {
+            if let Err(why) = crate::check::check_pin(plan, facts, pred) {
+                disagrees = true;
+                out.push_str(&format!("PIN DISAGREES: {why}\n"));
+            }
+        }
     }
     if let Some(race) = &plan.race {
         let allowed = crate::race::allowed(plan, facts, &race.racer);
         out.push_str(&format!(
-            "\nrace: the target does `{}` during the call, {} runs; allowed: {}\n",
+            "\nrace: the target does `{}` during the call, {}; allowed: {}\n",
             race.racer.describe(),
-            race.runs,
+            crate::model::plural(race.runs as u64, "run"),
             allowed.names().join(", ")
         ));
     }
-    if let Some(why) = crate::check::unmet_requirement(plan, facts) {
-        out.push_str(&format!("\nwould skip here: {why}\n"));
+    if let Some(why) = unmet {
+        out.push_str(&format!(
+            "\nwould skip here: {why}{}\n",
+            if plan.expect.is_some() {
+                " (the pin is not checked)"
+            } else {
+                ""
+            }
+        ));
     }
-    out
+    (out, disagrees)
 }
 
 /// What an insta snapshot holds for one case on one kernel series: names and counts only
