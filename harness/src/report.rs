@@ -1,4 +1,4 @@
-//! Output formats: human (default; colour on a terminal), KTAP version 1, and JSON.
+//! Output formats: human (default; colour on a terminal), KTAP version 1, JSON and JUnit XML.
 
 use crate::check::result_string;
 use crate::runner::{render_call, CaseResult, Status, Summary};
@@ -190,6 +190,140 @@ pub fn json(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// Characters XML 1.0 cannot carry at all (control characters other than tab, newline and
+/// carriage return; U+FFFE, U+FFFF) become U+FFFD.
+fn xml_char(c: char) -> char {
+    match c {
+        '\t' | '\n' | '\r' => c,
+        c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => '\u{fffd}',
+        c => c,
+    }
+}
+
+/// Text for a double-quoted XML attribute value. Tab and line breaks are written as character
+/// references so a parser gives them back instead of normalising them to spaces.
+fn xml_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().map(xml_char) {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text as a CDATA section: element text stays as written for readers that take character
+/// data literally (a `]]>` inside is split across two sections; see [`xml_char`]).
+fn cdata(s: &str) -> String {
+    let clean: String = s.chars().map(xml_char).collect();
+    format!("<![CDATA[{}]]>", clean.replace("]]>", "]]]]><![CDATA[>"))
+}
+
+/// This machine's name for the JUnit `hostname` (the kernel's UTS nodename).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// JUnit XML (the schema Jenkins, GitLab and most CI reporters read): one `<testsuite
+/// name="pvmtest">` for the run, the kernel release and hostname as properties, one
+/// `<testcase name="group/name" classname="group">` per case; a skip is `<skipped
+/// message=reason/>`, a failure `<failure>` with the call, the kernel's and the model's
+/// results and the reason, a broken case (a harness or setup failure) `<error>`. Times are
+/// seconds; the suite's is the sum of its cases' (they may run in parallel).
+pub fn junit(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
+    let s = Summary::of(results);
+    let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let host = hostname();
+    let a = xml_attr;
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites name=\"pvmtest\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total:.6}\">\n",
+        results.len(),
+        s.fail,
+        s.broken,
+        s.skip
+    ));
+    out.push_str(&format!(
+        "  <testsuite name=\"pvmtest\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total:.6}\" hostname=\"{}\">\n",
+        results.len(),
+        s.fail,
+        s.broken,
+        s.skip,
+        a(&host)
+    ));
+    out.push_str("    <properties>\n");
+    for (k, v) in [
+        ("kernel", facts.release.as_str()),
+        ("arch", facts.arch.as_str()),
+        ("hostname", host.as_str()),
+    ] {
+        out.push_str(&format!(
+            "      <property name=\"{k}\" value=\"{}\"/>\n",
+            a(v)
+        ));
+    }
+    out.push_str("    </properties>\n");
+    for r in results {
+        let id = &r.plan.id;
+        let group = id.split_once('/').map_or("cases", |g| g.0);
+        let open = format!(
+            "    <testcase name=\"{}\" classname=\"{}\" file=\"{}\" time=\"{:.6}\"",
+            a(id),
+            a(group),
+            a(&r.plan.path),
+            r.duration.as_secs_f64()
+        );
+        let reason = r.reason.as_deref().unwrap_or("");
+        let details = || {
+            let mut d = failure_line(r);
+            if !reason.is_empty() {
+                d.push('\n');
+                d.push_str(reason);
+            }
+            d.push('\n');
+            d.push_str(&r.plan.path);
+            cdata(&d)
+        };
+        match r.status {
+            Status::Pass => out.push_str(&format!("{open}/>\n")),
+            Status::Skip => out.push_str(&format!(
+                "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                a(reason)
+            )),
+            Status::Fail => {
+                let message = if reason.is_empty() {
+                    failure_line(r)
+                } else {
+                    reason.to_string()
+                };
+                out.push_str(&format!(
+                    "{open}>\n      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n    </testcase>\n",
+                    a(&message),
+                    details()
+                ));
+            }
+            Status::Broken => out.push_str(&format!(
+                "{open}>\n      <error message=\"{}\" type=\"broken\">{}</error>\n    </testcase>\n",
+                a(reason),
+                details()
+            )),
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
 }
 
 /// `explain`: the model's steps for one case, each naming its rule, and whether the case's
