@@ -88,7 +88,20 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
     out
 }
 
-/// KTAP version 1 (Documentation/dev-tools/ktap.rst): one test line per case.
+/// One line of KTAP text: a reason or detail with its line breaks joined by `; `.
+fn ktap_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// KTAP version 1 (Documentation/dev-tools/ktap.rst): one test line per case. A skip is
+/// `ok N name # SKIP reason`, a failure `not ok` after its details as `#` diagnostic lines, a
+/// broken case `not ok N name # ERROR reason` (a `#` in a reason written `%23`). Names are case
+/// ids with spaces and `#` (which would start a directive) replaced by `_`. harness/tests/ktap.rs checks the output with the
+/// kernel's own parser (tools/testing/kunit/kunit_parser.py).
 pub fn ktap(results: &[CaseResult], kernel: &str) -> String {
     let mut out = format!(
         "KTAP version 1\n# pvmtest on {kernel}\n1..{}\n",
@@ -96,25 +109,23 @@ pub fn ktap(results: &[CaseResult], kernel: &str) -> String {
     );
     for (i, r) in results.iter().enumerate() {
         let n = i + 1;
-        let name = r.plan.id.replace(' ', "_");
+        let name = r.plan.id.replace([' ', '#'], "_");
+        let reason = ktap_line(r.reason.as_deref().unwrap_or(""));
+        // After a directive, a `#` could start another: kunit_parser takes the last ` # SKIP`
+        // on a result line as the directive.
+        let after_directive = reason.replace('#', "%23");
         match r.status {
             Status::Pass => out.push_str(&format!("ok {n} {name}\n")),
-            Status::Skip => out.push_str(&format!(
-                "ok {n} {name} # SKIP {}\n",
-                r.reason.as_deref().unwrap_or("")
-            )),
+            Status::Skip => out.push_str(&format!("ok {n} {name} # SKIP {after_directive}\n")),
             Status::Fail => {
-                out.push_str(&format!("# {}\n", failure_line(r)));
-                if let Some(reason) = &r.reason {
+                out.push_str(&format!("# {}\n", ktap_line(&failure_line(r))));
+                if !reason.is_empty() {
                     out.push_str(&format!("# {reason}\n"));
                 }
                 out.push_str(&format!("not ok {n} {name}\n"));
             }
             Status::Broken => {
-                out.push_str(&format!(
-                    "not ok {n} {name} # ERROR {}\n",
-                    r.reason.as_deref().unwrap_or("")
-                ));
+                out.push_str(&format!("not ok {n} {name} # ERROR {after_directive}\n"))
             }
         }
     }
