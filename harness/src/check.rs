@@ -204,7 +204,7 @@ pub fn pin_not_checkable_here(plan: &Plan, facts: &Facts) -> Option<String> {
     check_pin_against(plan, &pred).err()?;
     Some(format!(
         "the pin ({}) describes a harness running as {}; as {} the model predicts {pred}",
-        expected_string(e.result),
+        e.result,
         describe_harness(&want),
         describe_harness(&facts.creds),
     ))
@@ -235,16 +235,8 @@ pub fn pin_depends_on_harness(plan: &Plan) -> Result<(), String> {
     };
     Err(format!(
         "the outcome depends on who runs the harness (as root the model predicts {root}, as an unprivileged user {unpriv}) but the case pins {} without `requires: {{root: true}}`: {fix}",
-        expected_string(e.result),
+        e.result,
     ))
-}
-
-/// A pinned result as case files write it: `4096`, `EPERM`.
-pub fn expected_string(e: Expected) -> String {
-    match e {
-        Expected::Count(n) => n.to_string(),
-        Expected::Errno(x) => crate::errno::name(x),
-    }
 }
 
 /// `root with every capability`, `uid 65534 with no capabilities`, `root without
@@ -280,12 +272,12 @@ fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
     if matches && step_ok {
         return Ok(());
     }
-    let want = expected_string(e.result);
     Err(format!(
-        "the model predicts {pred} but the case pins {want}{} (why: {})",
+        "the case pins {}{}, the model predicts {pred} (the pin's why: {})",
+        e.result,
         e.decided_by
             .as_deref()
-            .map(|d| format!(" ({d})"))
+            .map(|d| format!(" (decided_by {d})"))
             .unwrap_or_default(),
         e.why.trim()
     ))

@@ -22,8 +22,11 @@ pub struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Human,
+    /// KTAP version 1, the kernel's test output format (Documentation/dev-tools/ktap.rst).
     Ktap,
     Json,
+    /// JUnit XML, which GitLab, Jenkins and most CI test reporters read.
+    Junit,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -39,6 +42,12 @@ pub enum Command {
     Run {
         /// Case files or directories (default: cases/).
         paths: Vec<PathBuf>,
+        /// Only the cases whose name (`group/name`, e.g. `eperm/caller_gid_differs`) matches
+        /// GLOB: `*` any characters (`/` included), `?` one character; the whole name must
+        /// match. Repeatable: a case runs if any filter matches. A filter that matches no case
+        /// is an error (exit 2).
+        #[arg(long, value_name = "GLOB")]
+        filter: Vec<String>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
         #[arg(long, value_enum, default_value_t = Colour::Auto)]
@@ -52,7 +61,8 @@ pub enum Command {
     },
     /// Validate case files without running anything.
     Check { paths: Vec<PathBuf> },
-    /// Show the model's step-by-step prediction for one case.
+    /// Show the model's step-by-step prediction for one case; exits 1 when the case's pinned
+    /// `expect` disagrees with the model.
     Explain { case: PathBuf },
     /// Write a model_vs_kernel fuzz artifact (a crash input) as a case file.
     ImportCrash {
@@ -82,6 +92,17 @@ fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
 /// Loads every case; returns the valid plans and prints one line per bad file to stderr.
 fn load_all(paths: Vec<PathBuf>) -> Result<(Vec<crate::plan::Plan>, usize), LoadError> {
     runner::load_all(&default_paths(paths), &mut |e| eprintln!("error: {e}"))
+}
+
+/// The cases under `paths` whose names match `filters` (see [`crate::filter`]), loaded; `Err`
+/// is the one-line message for exit 2.
+fn load_filtered(
+    paths: Vec<PathBuf>,
+    filters: &[String],
+) -> Result<(Vec<crate::plan::Plan>, usize), String> {
+    let files = runner::collect(&default_paths(paths)).map_err(|e| e.to_string())?;
+    let files = crate::filter::select(files, filters)?;
+    Ok(runner::load_files(&files, &mut |e| eprintln!("error: {e}")))
 }
 
 /// Runs the CLI; returns the exit status (0 ok, 1 failures, 2 bad input).
@@ -125,21 +146,23 @@ pub fn main_with(cli: Cli) -> i32 {
             Ok(plan) => {
                 let facts = Facts::detect();
                 let pred = crate::model::predict(&plan, &facts);
-                print!("{}", crate::report::explain(&plan, &pred, &facts));
-                0
+                let (text, disagrees) = crate::report::explain(&plan, &pred, &facts);
+                print!("{text}");
+                i32::from(disagrees)
             }
         },
         Command::ImportCrash { artifact, out } => import_crash(&artifact, &out),
         Command::Corpus { dir, paths } => corpus(&dir, paths),
         Command::Run {
             paths,
+            filter,
             format,
             color,
             timeout_ms,
             jobs,
         } => {
             crate::exec::proc::install_signal_handlers();
-            let (plans, bad) = match load_all(paths) {
+            let (plans, bad) = match load_filtered(paths, &filter) {
                 Ok(v) => v,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -165,6 +188,7 @@ pub fn main_with(cli: Cli) -> i32 {
                 Format::Human => crate::report::human(&results, &facts.release, colour),
                 Format::Ktap => crate::report::ktap(&results, &facts.release),
                 Format::Json => crate::report::json(&results, &facts),
+                Format::Junit => crate::report::junit(&results, &facts),
             };
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(text.as_bytes());

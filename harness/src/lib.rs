@@ -19,6 +19,7 @@ pub mod errno;
 pub mod exec;
 pub mod expr;
 pub mod facts;
+pub mod filter;
 pub mod fuzzcase;
 pub mod guest;
 pub mod model;

@@ -95,6 +95,30 @@ pub struct Copy {
     pub len: u64,
 }
 
+/// Names of the rules a step of the trace can name besides the deciding [`STEPS`]: stages the
+/// call passed without being decided there. docs/SEMANTICS.md describes each under its name.
+pub const PASS_RULES: &[&str] = &[
+    "local_import",
+    "remote_import",
+    "same_mm",
+    "remote_pin",
+    "transfer",
+];
+
+/// One step of the model's walk through the kernel: the rule (a [`STEPS`] or [`PASS_RULES`]
+/// name, as docs/SEMANTICS.md names it) and what it found, with the source that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub rule: &'static str,
+    pub text: String,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.text)
+    }
+}
+
 /// The model's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prediction {
@@ -104,8 +128,9 @@ pub struct Prediction {
     pub decided_by: &'static str,
     /// Where or why it was decided: `at data+4096` for a fault, a phrase otherwise.
     pub detail: Option<String>,
-    /// Every step taken, for `pvmtest explain`.
-    pub trace: Vec<String>,
+    /// Every step taken, each naming the rule that let the call through it, for
+    /// `pvmtest explain`.
+    pub trace: Vec<Step>,
     /// What moved, in order; later copies overwrite earlier ones.
     pub copies: Vec<Copy>,
     /// The special mappings (vdso, vvar) at the addresses the prediction used: a copy from
@@ -318,10 +343,17 @@ struct Model<'a> {
     rules: Rules,
     caller: View<'a>,
     target: View<'a>,
-    trace: Vec<String>,
+    trace: Vec<Step>,
 }
 
 impl<'a> Model<'a> {
+    fn step(&mut self, rule: &'static str, text: impl Into<String>) {
+        self.trace.push(Step {
+            rule,
+            text: text.into(),
+        });
+    }
+
     /// Names an address for humans: `region+off`, or a named bad address, or hex.
     fn label(&self, addr: u64) -> String {
         for r in self
@@ -437,13 +469,19 @@ impl<'a> Model<'a> {
         // import_iovec takes `unsigned nr_segs`: liovcnt is truncated to 32 bits.
         let n = call.liovcnt as u32 as u64;
         if n != call.liovcnt {
-            self.trace.push(format!(
-                "liovcnt {} truncated to 32 bits: {n}",
-                call.liovcnt
-            ));
+            self.step(
+                "local_count",
+                format!(
+                    "liovcnt {} truncated to {n}: import_iovec takes `unsigned nr_segs` (lib/iov_iter.c)",
+                    call.liovcnt
+                ),
+            );
         }
         if n == 0 {
-            self.trace.push("local import: 0 segments".into());
+            self.step(
+                "local_import",
+                "0 segments: import_iovec returns an empty iterator before reading the array",
+            );
             return Ok(Vec::new());
         }
         let compat = call.entry == Entry::Compat;
@@ -459,9 +497,13 @@ impl<'a> Model<'a> {
                     Some(format!("local[0] {}", self.label(base))),
                 ));
             }
-            self.trace.push(format!(
-                "local import: 1 segment as ITER_UBUF, {len} bytes after the MAX_RW_COUNT clamp"
-            ));
+            self.step(
+                "local_import",
+                format!(
+                    "1 segment, imported as ITER_UBUF (__import_iovec_ubuf → import_ubuf: {} after the MAX_RW_COUNT clamp, then access_ok passes)",
+                    plural(len, "byte")
+                ),
+            );
             return Ok(vec![(base, len)]);
         }
         if n > IOV_MAX {
@@ -487,9 +529,15 @@ impl<'a> Model<'a> {
             total += len;
             out.push((base, len));
         }
-        self.trace.push(format!(
-            "local import: {n} segments, {total} bytes after the MAX_RW_COUNT clamp"
-        ));
+        self.step(
+            "local_import",
+            format!(
+                "{} (import_iovec: count ≤ IOV_MAX, array read{}, no negative length, every base passes access_ok; {} after the MAX_RW_COUNT clamp)",
+                plural(n, "segment"),
+                if elementwise { " element by element" } else { " whole" },
+                plural(total, "byte")
+            ),
+        );
         Ok(out)
     }
 
@@ -498,7 +546,7 @@ impl<'a> Model<'a> {
         // iovec_from_user takes `unsigned long nr_segs`: no truncation.
         let n = call.riovcnt;
         if n == 0 {
-            self.trace.push("remote import: 0 segments".into());
+            self.step("remote_import", "0 segments: iovec_from_user is not called");
             return Ok(Vec::new());
         }
         if n > IOV_MAX {
@@ -510,9 +558,14 @@ impl<'a> Model<'a> {
         }
         let elementwise = call.entry == Entry::Compat || self.rules.native_iovec_elementwise;
         let v = self.read_array(call.rvec, n, "remote", elementwise)?;
-        self.trace.push(format!(
-            "remote import: {n} segments (no access_ok, no clamp on remote bases)"
-        ));
+        self.step(
+            "remote_import",
+            format!(
+                "{} (iovec_from_user: count ≤ IOV_MAX, array read{}, no negative length; remote bases get no access_ok and no clamp)",
+                plural(n, "segment"),
+                if elementwise { " element by element" } else { " whole" }
+            ),
+        );
         Ok(v)
     }
 
@@ -531,6 +584,7 @@ impl<'a> Model<'a> {
                 ));
             }
             TargetKind::Zombie | TargetKind::Kthread | TargetKind::ZombieLeader => {
+                self.found_pid(kind);
                 return Err((
                     libc::ESRCH,
                     "no_mm",
@@ -538,16 +592,30 @@ impl<'a> Model<'a> {
                 ));
             }
             TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm => {
-                self.trace.push(
-                    "target shares the caller's mm: mm_access skips the permission check".into(),
+                self.found_task(kind);
+                let who = match kind {
+                    TargetKind::SelfProcess => "the target is the caller itself",
+                    TargetKind::Thread => "the target is a thread of the caller",
+                    _ => "the target is a clone(CLONE_VM) sibling",
+                };
+                self.step(
+                    "same_mm",
+                    format!(
+                        "allowed: {who}, so it shares the caller's mm; mm_access calls ptrace_may_access only when mm != current->mm (kernel/fork.c), so no permission check runs"
+                    ),
                 );
                 return Ok(());
             }
-            TargetKind::Child | TargetKind::ZombieLeaderThread | TargetKind::PidnsChild => {}
+            TargetKind::Child | TargetKind::ZombieLeaderThread | TargetKind::PidnsChild => {
+                self.found_task(kind);
+            }
         }
         let caller = proc_creds(self.plan.caller_creds.as_ref(), self.facts);
         let target = proc_creds(self.plan.target_creds.as_ref(), self.facts);
+        // ptrace_has_cap → ns_capable: the effective set. Every process of a case lives in the
+        // harness's user namespace, so "in the target's user namespace" always holds.
         let ptrace_cap = caller.effective.has(caps::SYS_PTRACE);
+        const CAP: &str = "CAP_SYS_PTRACE in the caller's effective set (ptrace_has_cap → ns_capable in the target's user namespace)";
         let (c, t) = (caller.ids, target.ids);
         let ids_match = [t.uid, t.euid, t.suid].iter().all(|&u| u == c.uid)
             && [t.gid, t.egid, t.sgid].iter().all(|&g| g == c.gid);
@@ -558,6 +626,20 @@ impl<'a> Model<'a> {
                 Some("real ids differ from the target's and no CAP_SYS_PTRACE".into()),
             ));
         }
+        let ids = format!(
+            "caller uid {} gid {}; target uids {}/{}/{} gids {}/{}/{}",
+            c.uid, c.gid, t.uid, t.euid, t.suid, t.gid, t.egid, t.sgid
+        );
+        self.step(
+            "perm_ids",
+            if ids_match {
+                format!(
+                    "allowed: the caller's real uid and gid equal the target's real, effective and saved uids and gids (__ptrace_may_access, PTRACE_MODE_REALCREDS; {ids})"
+                )
+            } else {
+                format!("allowed: the ids differ ({ids}), but {CAP} overrides the mismatch")
+            },
+        );
         if !self.plan.target_dumpable && !ptrace_cap {
             return Err((
                 libc::EPERM,
@@ -565,6 +647,14 @@ impl<'a> Model<'a> {
                 Some("target is not dumpable".into()),
             ));
         }
+        self.step(
+            "perm_dumpable",
+            if self.plan.target_dumpable {
+                "allowed: the target is dumpable (get_dumpable == SUID_DUMP_USER in __ptrace_may_access)".to_string()
+            } else {
+                format!("allowed: the target is not dumpable, but {CAP} overrides it")
+            },
+        );
         if !target.permitted.is_subset_of(caller.permitted) && !ptrace_cap {
             return Err((
                 libc::EPERM,
@@ -572,30 +662,85 @@ impl<'a> Model<'a> {
                 Some("target's permitted capabilities exceed the caller's".into()),
             ));
         }
+        self.step(
+            "perm_caps",
+            if target.permitted.is_subset_of(caller.permitted) {
+                format!(
+                    "allowed: same user namespace and the target's permitted capabilities ({:#x}) are a subset of the caller's ({:#x}) (security/commoncap.c cap_ptrace_access_check)",
+                    target.permitted.0, caller.permitted.0
+                )
+            } else {
+                format!(
+                    "allowed: the target's permitted capabilities ({:#x}) exceed the caller's ({:#x}), but {CAP} overrides (cap_ptrace_access_check)",
+                    target.permitted.0, caller.permitted.0
+                )
+            },
+        );
         // security/yama/yama_lsm.c yama_ptrace_access_check (same in 5.10 to 7.2).
-        let yama_deny = match self.facts.yama_scope {
-            None | Some(0) => None,
+        let yama: Result<String, &'static str> = match self.facts.yama_scope {
+            None => Ok("allowed: no Yama LSM on this kernel".into()),
+            Some(0) => {
+                Ok("allowed: Yama ptrace_scope 0 (YAMA_SCOPE_DISABLED) restricts nothing".into())
+            }
             Some(1) => {
                 // task_is_descendant(current, child): only a target the caller forked.
                 let descendant = self.plan.target_parent == TargetParent::Caller;
                 // ptracer_exception_found: PR_SET_PTRACER_ANY, or a registered tracer that
                 // is the caller or one of its ancestors (the harness is the caller's parent).
-                let exception = matches!(
-                    self.plan.target_ptracer,
-                    Some(Ptracer::Any) | Some(Ptracer::Harness)
-                );
-                (!descendant && !exception && !ptrace_cap).then_some(
-                    "ptrace_scope 1: not a descendant, no ptracer exception, no CAP_SYS_PTRACE",
-                )
+                let exception = match self.plan.target_ptracer {
+                    Some(Ptracer::Any) => Some("the target set PR_SET_PTRACER_ANY"),
+                    Some(Ptracer::Harness) => {
+                        Some("the target registered the harness, the caller's parent, with PR_SET_PTRACER")
+                    }
+                    None => None,
+                };
+                if descendant {
+                    Ok("allowed: Yama ptrace_scope 1 and the target is the caller's child (task_is_descendant)".into())
+                } else if let Some(why) = exception {
+                    Ok(format!(
+                        "allowed: Yama ptrace_scope 1 and {why} (ptracer_exception_found)"
+                    ))
+                } else if ptrace_cap {
+                    Ok(format!(
+                        "allowed: Yama ptrace_scope 1, not a descendant and no ptracer exception, but {CAP}"
+                    ))
+                } else {
+                    Err("ptrace_scope 1: not a descendant, no ptracer exception, no CAP_SYS_PTRACE")
+                }
             }
-            Some(2) => (!ptrace_cap).then_some("ptrace_scope 2: no CAP_SYS_PTRACE"),
-            Some(_) => Some("ptrace_scope 3: no attach at all"),
+            Some(2) if ptrace_cap => Ok(format!(
+                "allowed: Yama ptrace_scope 2 (admin-only attach) and {CAP}"
+            )),
+            Some(2) => Err("ptrace_scope 2: no CAP_SYS_PTRACE"),
+            Some(_) => Err("ptrace_scope 3: no attach at all"),
         };
-        if let Some(why) = yama_deny {
-            return Err((libc::EPERM, "perm_yama", Some(why.into())));
+        match yama {
+            Ok(why) => {
+                self.step("perm_yama", why);
+                Ok(())
+            }
+            Err(why) => Err((libc::EPERM, "perm_yama", Some(why.into()))),
         }
-        self.trace.push("permission: allowed".into());
-        Ok(())
+    }
+
+    /// `find_get_task_by_vpid` found the target's task.
+    fn found_pid(&mut self, kind: TargetKind) {
+        self.step(
+            "pid_lookup",
+            format!(
+                "the pid names a task ({}; find_get_task_by_vpid in process_vm_rw_core)",
+                kind.name()
+            ),
+        );
+    }
+
+    /// The steps a target with a task and an mm passes before the permission checks.
+    fn found_task(&mut self, kind: TargetKind) {
+        self.found_pid(kind);
+        self.step(
+            "no_mm",
+            "the task has an mm (mm_access → get_task_mm returns it)",
+        );
     }
 }
 
@@ -627,6 +772,19 @@ pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> Credentials {
         ids,
         permitted,
         effective,
+    }
+}
+
+/// `1 segment`, `2 segments`; `copy` → `copies`, `batch` → `batches`.
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else if let Some(stem) = word.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else if word.ends_with("ch") || word.ends_with('s') {
+        format!("{n} {word}es")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -769,11 +927,20 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
         }
         let avail = m.target.run(rbase, rlen, pin);
         let pages = (rbase % PAGE + avail).div_ceil(PAGE);
-        m.trace.push(format!(
-            "remote[{i}] {} len {rlen}: {avail} bytes pinnable ({pages} pages, {} pin batches)",
+        let batches = pages.div_ceil(1024).max(1);
+        let text = format!(
+            "remote[{i}] {} len {rlen}: {} pinnable ({}, {}; pin_user_pages_remote{})",
             m.label(rbase),
-            pages.div_ceil(1024).max(1)
-        ));
+            plural(avail, "byte"),
+            plural(pages, "page"),
+            plural(batches, "pin batch"),
+            if avail < rlen {
+                " stops at the first page check_vma_flags or the fault path refuses"
+            } else {
+                ": every page's VMA allows the access"
+            }
+        );
+        m.step("remote_pin", text);
         if avail == 0 {
             err = Some((
                 libc::EFAULT,
@@ -827,10 +994,12 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
             break;
         }
     }
-    m.trace.push(format!(
-        "moved {moved_total} bytes in {} copies",
-        copies.len()
-    ));
+    let text = format!(
+        "moved {} in {} (process_vm_rw_pages: copy_page_to_iter / copy_page_from_iter on the local segments)",
+        plural(moved_total, "byte"),
+        plural(copies.len() as u64, "copy")
+    );
+    m.step("transfer", text);
     match err {
         // "If we have managed to copy any data at all then we return the number of bytes
         // copied. Otherwise we return the error code."

@@ -256,6 +256,15 @@ pub enum Expected {
     Errno(i32),
 }
 
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::Count(n) => write!(f, "{n}"),
+            Expected::Errno(e) => f.write_str(&crate::errno::name(*e)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expect {
     pub result: Expected,

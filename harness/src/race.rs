@@ -315,7 +315,7 @@ fn serde_name(k: RegionKind) -> String {
     serde_json::to_value(k)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{k:?}"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The allowed outcomes: the model's prediction for each layout the call can have seen
@@ -682,8 +682,8 @@ impl RaceReport {
             String::new()
         };
         format!(
-            "{} runs (call ~{} µs): {}{torn}",
-            self.done,
+            "{} (call ~{} µs): {}{torn}",
+            crate::model::plural(self.done as u64, "run"),
             self.call_us,
             parts.join(", ")
         )

@@ -1,4 +1,4 @@
-//! Output formats: human (default; colour on a terminal), KTAP version 1, and JSON.
+//! Output formats: human (default; colour on a terminal), KTAP version 1, JSON and JUnit XML.
 
 use crate::check::result_string;
 use crate::runner::{render_call, CaseResult, Status, Summary};
@@ -70,7 +70,10 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
         }
     }
     let s = Summary::of(results);
-    out.push_str(&format!("\nkernel {kernel}: {} cases\n", results.len()));
+    out.push_str(&format!(
+        "\nkernel {kernel}: {}\n",
+        crate::model::plural(results.len() as u64, "case")
+    ));
     out.push_str(&format!(
         "pvmtest: {} passed, {} failed, {} skipped\n",
         s.pass, s.fail, s.skip
@@ -85,7 +88,20 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
     out
 }
 
-/// KTAP version 1 (Documentation/dev-tools/ktap.rst): one test line per case.
+/// One line of KTAP text: a reason or detail with its line breaks joined by `; `.
+fn ktap_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// KTAP version 1 (Documentation/dev-tools/ktap.rst): one test line per case. A skip is
+/// `ok N name # SKIP reason`, a failure `not ok` after its details as `#` diagnostic lines, a
+/// broken case `not ok N name # ERROR reason` (a `#` in a reason written `%23`). Names are case
+/// ids with spaces and `#` (which would start a directive) replaced by `_`. harness/tests/ktap.rs checks the output with the
+/// kernel's own parser (tools/testing/kunit/kunit_parser.py).
 pub fn ktap(results: &[CaseResult], kernel: &str) -> String {
     let mut out = format!(
         "KTAP version 1\n# pvmtest on {kernel}\n1..{}\n",
@@ -93,25 +109,23 @@ pub fn ktap(results: &[CaseResult], kernel: &str) -> String {
     );
     for (i, r) in results.iter().enumerate() {
         let n = i + 1;
-        let name = r.plan.id.replace(' ', "_");
+        let name = r.plan.id.replace([' ', '#'], "_");
+        let reason = ktap_line(r.reason.as_deref().unwrap_or(""));
+        // After a directive, a `#` could start another: kunit_parser takes the last ` # SKIP`
+        // on a result line as the directive.
+        let after_directive = reason.replace('#', "%23");
         match r.status {
             Status::Pass => out.push_str(&format!("ok {n} {name}\n")),
-            Status::Skip => out.push_str(&format!(
-                "ok {n} {name} # SKIP {}\n",
-                r.reason.as_deref().unwrap_or("")
-            )),
+            Status::Skip => out.push_str(&format!("ok {n} {name} # SKIP {after_directive}\n")),
             Status::Fail => {
-                out.push_str(&format!("# {}\n", failure_line(r)));
-                if let Some(reason) = &r.reason {
+                out.push_str(&format!("# {}\n", ktap_line(&failure_line(r))));
+                if !reason.is_empty() {
                     out.push_str(&format!("# {reason}\n"));
                 }
                 out.push_str(&format!("not ok {n} {name}\n"));
             }
             Status::Broken => {
-                out.push_str(&format!(
-                    "not ok {n} {name} # ERROR {}\n",
-                    r.reason.as_deref().unwrap_or("")
-                ));
+                out.push_str(&format!("not ok {n} {name} # ERROR {after_directive}\n"))
             }
         }
     }
@@ -189,12 +203,147 @@ pub fn json(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
     s
 }
 
-/// `explain`: the model's steps for one case.
+/// Characters XML 1.0 cannot carry at all (control characters other than tab, newline and
+/// carriage return; U+FFFE, U+FFFF) become U+FFFD.
+fn xml_char(c: char) -> char {
+    match c {
+        '\t' | '\n' | '\r' => c,
+        c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => '\u{fffd}',
+        c => c,
+    }
+}
+
+/// Text for a double-quoted XML attribute value. Tab and line breaks are written as character
+/// references so a parser gives them back instead of normalising them to spaces.
+fn xml_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().map(xml_char) {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text as a CDATA section: element text stays as written for readers that take character
+/// data literally (a `]]>` inside is split across two sections; see [`xml_char`]).
+fn cdata(s: &str) -> String {
+    let clean: String = s.chars().map(xml_char).collect();
+    format!("<![CDATA[{}]]>", clean.replace("]]>", "]]]]><![CDATA[>"))
+}
+
+/// This machine's name for the JUnit `hostname` (the kernel's UTS nodename).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// JUnit XML (the schema Jenkins, GitLab and most CI reporters read): one `<testsuite
+/// name="pvmtest">` for the run, the kernel release and hostname as properties, one
+/// `<testcase name="group/name" classname="group">` per case; a skip is `<skipped
+/// message=reason/>`, a failure `<failure>` with the call, the kernel's and the model's
+/// results and the reason, a broken case (a harness or setup failure) `<error>`. Times are
+/// seconds; the suite's is the sum of its cases' (they may run in parallel).
+pub fn junit(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
+    let s = Summary::of(results);
+    let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let host = hostname();
+    let a = xml_attr;
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    out.push_str(&format!(
+        "<testsuites name=\"pvmtest\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total:.6}\">\n",
+        results.len(),
+        s.fail,
+        s.broken,
+        s.skip
+    ));
+    out.push_str(&format!(
+        "  <testsuite name=\"pvmtest\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total:.6}\" hostname=\"{}\">\n",
+        results.len(),
+        s.fail,
+        s.broken,
+        s.skip,
+        a(&host)
+    ));
+    out.push_str("    <properties>\n");
+    for (k, v) in [
+        ("kernel", facts.release.as_str()),
+        ("arch", facts.arch.as_str()),
+        ("hostname", host.as_str()),
+    ] {
+        out.push_str(&format!(
+            "      <property name=\"{k}\" value=\"{}\"/>\n",
+            a(v)
+        ));
+    }
+    out.push_str("    </properties>\n");
+    for r in results {
+        let id = &r.plan.id;
+        let group = id.split_once('/').map_or("cases", |g| g.0);
+        let open = format!(
+            "    <testcase name=\"{}\" classname=\"{}\" file=\"{}\" time=\"{:.6}\"",
+            a(id),
+            a(group),
+            a(&r.plan.path),
+            r.duration.as_secs_f64()
+        );
+        let reason = r.reason.as_deref().unwrap_or("");
+        let details = || {
+            let mut d = failure_line(r);
+            if !reason.is_empty() {
+                d.push('\n');
+                d.push_str(reason);
+            }
+            d.push('\n');
+            d.push_str(&r.plan.path);
+            cdata(&d)
+        };
+        match r.status {
+            Status::Pass => out.push_str(&format!("{open}/>\n")),
+            Status::Skip => out.push_str(&format!(
+                "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                a(reason)
+            )),
+            Status::Fail => {
+                let message = if reason.is_empty() {
+                    failure_line(r)
+                } else {
+                    reason.to_string()
+                };
+                out.push_str(&format!(
+                    "{open}>\n      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n    </testcase>\n",
+                    a(&message),
+                    details()
+                ));
+            }
+            Status::Broken => out.push_str(&format!(
+                "{open}>\n      <error message=\"{}\" type=\"broken\">{}</error>\n    </testcase>\n",
+                a(reason),
+                details()
+            )),
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+/// `explain`: the model's steps for one case, each naming its rule, and whether the case's
+/// pinned `expect` disagrees with the model (flagged in the text; `pvmtest explain` exits 1).
 pub fn explain(
     plan: &crate::plan::Plan,
     pred: &crate::model::Prediction,
     facts: &crate::facts::Facts,
-) -> String {
+) -> (String, bool) {
     let mut out = format!(
         "{}\n  {}\n\n{}\n\nmodel on {}:\n",
         plan.id,
@@ -206,10 +355,12 @@ pub fn explain(
         out.push_str(&format!("  {}. {t}\n", i + 1));
     }
     out.push_str(&format!("  => {pred}\n"));
+    let unmet = crate::check::unmet_requirement(plan, facts);
+    let mut disagrees = false;
     if let Some(e) = &plan.expect {
         out.push_str(&format!(
             "\npinned: {}{}, for a harness running as {} — {}\n",
-            crate::check::expected_string(e.result),
+            e.result,
             e.decided_by
                 .as_deref()
                 .map(|d| format!(" ({d})"))
@@ -217,20 +368,35 @@ pub fn explain(
             crate::check::describe_harness(&crate::check::pin_harness(plan)),
             e.why.trim()
         ));
+        // As `pvmtest check`: the pin is judged for the harness the case declares
+        // (check::pin_harness), wherever the model can judge it here.
+        if crate::check::unmet_for_pin(plan, facts).is_none() {
+            if let Err(why) = crate::check::check_pin(plan, facts) {
+                disagrees = true;
+                out.push_str(&format!("PIN DISAGREES: {why}\n"));
+            }
+        }
     }
     if let Some(race) = &plan.race {
         let allowed = crate::race::allowed(plan, facts, &race.racer);
         out.push_str(&format!(
-            "\nrace: the target does `{}` during the call, {} runs; allowed: {}\n",
+            "\nrace: the target does `{}` during the call, {}; allowed: {}\n",
             race.racer.describe(),
-            race.runs,
+            crate::model::plural(race.runs as u64, "run"),
             allowed.names().join(", ")
         ));
     }
-    if let Some(why) = crate::check::unmet_requirement(plan, facts) {
-        out.push_str(&format!("\nwould skip here: {why}\n"));
+    if let Some(why) = unmet {
+        out.push_str(&format!(
+            "\nwould skip here: {why}{}\n",
+            if plan.expect.is_some() {
+                " (the pin is not checked)"
+            } else {
+                ""
+            }
+        ));
     }
-    out
+    (out, disagrees)
 }
 
 /// What an insta snapshot holds for one case on one kernel series: names and counts only

@@ -72,10 +72,16 @@ pub fn load_all(
     paths: &[PathBuf],
     bad: &mut dyn FnMut(&LoadError),
 ) -> Result<(Vec<Plan>, usize), LoadError> {
+    Ok(load_files(&collect(paths)?, bad))
+}
+
+/// Loads the given case files; returns the valid plans and the number of invalid files, each
+/// of which is handed to `bad` (to print) and never run.
+pub fn load_files(files: &[PathBuf], bad: &mut dyn FnMut(&LoadError)) -> (Vec<Plan>, usize) {
     let mut plans = Vec::new();
     let mut n_bad = 0;
-    for f in collect(paths)? {
-        match load(&f) {
+    for f in files {
+        match load(f) {
             Ok(p) => plans.push(p),
             Err(e) => {
                 n_bad += 1;
@@ -83,7 +89,7 @@ pub fn load_all(
             }
         }
     }
-    Ok((plans, n_bad))
+    (plans, n_bad)
 }
 
 /// `group/name` for `…/cases/group/name.yaml`, else the file stem.

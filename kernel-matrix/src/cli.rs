@@ -105,6 +105,11 @@ pub enum Command {
         /// Case files or directories (default: cases/).
         #[arg(long = "cases", value_name = "PATH")]
         cases: Vec<PathBuf>,
+        /// Only the cases whose name (`group/name`) matches GLOB, as `pvmtest run --filter`:
+        /// `*` any characters (`/` included), `?` one; repeatable (OR). Matching nothing is an
+        /// error.
+        #[arg(long, value_name = "GLOB")]
+        filter: Vec<String>,
         /// Only the I-th of N slices of the kernels, e.g. 2/5.
         #[arg(long, value_name = "I/N")]
         shard: Option<Shard>,
@@ -129,6 +134,9 @@ pub enum Command {
         candidate: String,
         #[arg(long = "cases", value_name = "PATH")]
         cases: Vec<PathBuf>,
+        /// Only the cases whose name matches GLOB (as `run --filter`; repeatable).
+        #[arg(long, value_name = "GLOB")]
+        filter: Vec<String>,
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
     },
@@ -220,6 +228,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             kernel,
             kernel_image,
             cases,
+            filter,
             shard,
             report: report_dir,
             vms,
@@ -236,7 +245,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 );
                 return Ok(0);
             }
-            let results = run_selected(&common, &sel, &cases, vms)?;
+            let results = run_selected(&common, &sel, &cases, &filter, vms)?;
             let kernels = &results.kernels;
             match format {
                 Format::Human => {
@@ -261,6 +270,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             baseline,
             candidate,
             cases,
+            filter,
             report: report_dir,
         } => {
             let list = load_list(common.kernels.as_deref())?;
@@ -277,7 +287,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     b.id
                 )));
             }
-            let results = run_selected(&common, &[b, c], &cases, None)?;
+            let results = run_selected(&common, &[b, c], &cases, &filter, None)?;
             let ks = &results.kernels;
             if let Some(dir) = report_dir {
                 report::write_dir(&dir, ks, &|c| results.describe(c))?;
@@ -332,7 +342,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 .tempdir()
                 .map_err(|e| Error::new(format!("cannot make a scratch directory: {e}")))?;
             let dir = crate::fuzz::write_cases(work.path(), &cases)?;
-            let results = run_selected(&common, &sel, std::slice::from_ref(&dir), None)?;
+            let results = run_selected(&common, &sel, std::slice::from_ref(&dir), &[], None)?;
             if let Some(d) = report_dir {
                 report::write_dir(&d, &results.kernels, &|c| results.describe(c))?;
             }
@@ -428,11 +438,13 @@ pub fn check_cases(paths: &[PathBuf]) -> Result<HashMap<String, String>> {
     Ok(out)
 }
 
-/// Everything `run` and `compare` do after choosing kernels: validate, fetch, build, boot.
+/// Everything `run` and `compare` do after choosing kernels: filter, validate, fetch, build,
+/// boot. `filters`: `--filter` globs (see [`matrix::filter_cases`]).
 pub fn run_selected(
     common: &Common,
     sel: &[Selected],
     cases: &[PathBuf],
+    filters: &[String],
     vms: Option<usize>,
 ) -> Result<RunResults> {
     let cases = if cases.is_empty() {
@@ -440,6 +452,7 @@ pub fn run_selected(
     } else {
         cases.to_vec()
     };
+    let cases = matrix::filter_cases(&cases, filters)?;
     let descriptions = check_cases(&cases)?;
     let qemu = boot::find_qemu()?;
     let ui = Ui::new(sel);

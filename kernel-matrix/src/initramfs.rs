@@ -123,6 +123,11 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Every path in the archive, sorted.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -275,6 +275,18 @@ fn guest_case_path(host: &Path) -> String {
     format!("/cases/{}", rel.join("/"))
 }
 
+/// What `--filter GLOB` leaves of the case paths (pvmtest's glob syntax, `pvmtest::filter`):
+/// the paths as given without filters, else the matching case files one by one, so only they
+/// are validated and packed into the initramfs (each keeps its `group/name` id in the guest,
+/// see [`guest_case_path`]). A filter that matches no case is an error.
+pub fn filter_cases(cases: &[PathBuf], filters: &[String]) -> Result<Vec<PathBuf>> {
+    if filters.is_empty() {
+        return Ok(cases.to_vec());
+    }
+    let files = pvmtest::runner::collect(cases).map_err(|e| Error::new(e.to_string()))?;
+    pvmtest::filter::select(files, filters).map_err(Error::new)
+}
+
 /// The initramfs for `kernel-matrix run`: the harness as /init, the cases, the task.
 pub fn run_initramfs(
     harness: &Path,
@@ -538,6 +550,40 @@ mod tests {
         for bad in ["0/3", "4/3", "x", "1/0", "1-3"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_filter_packs_only_the_matching_cases() {
+        let root = crate::matrix::workspace_root().unwrap().join("cases");
+        let sel = filter_cases(
+            std::slice::from_ref(&root),
+            &["eperm/caller_*".into(), "*/flags_1".into()],
+        )
+        .unwrap();
+        let fs = run_initramfs(Path::new("/bin/true"), &sel, 1, Duration::from_secs(1)).unwrap();
+        let packed: Vec<&str> = fs.paths().filter(|p| p.ends_with(".yaml")).collect();
+        assert!(
+            packed.contains(&"/cases/eperm/caller_gid_differs.yaml"),
+            "{packed:?}"
+        );
+        assert!(packed.contains(&"/cases/einval/flags_1.yaml"), "{packed:?}");
+        assert!(packed.contains(&"/cases/compat/flags_1.yaml"), "{packed:?}");
+        assert!(
+            packed
+                .iter()
+                .all(|p| p.starts_with("/cases/eperm/caller_") || p.ends_with("/flags_1.yaml")),
+            "{packed:?}"
+        );
+        // No filter: the directory as given.
+        assert_eq!(
+            filter_cases(std::slice::from_ref(&root), &[]).unwrap(),
+            vec![root.clone()]
+        );
+        let e = filter_cases(&[root], &["nope/*".into()]).unwrap_err();
+        assert!(
+            e.0.starts_with("--filter 'nope/*' matches none of the "),
+            "{e}"
+        );
     }
 
     #[test]

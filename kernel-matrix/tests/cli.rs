@@ -203,3 +203,39 @@ fn list_shows_the_builtin_kernels() {
         assert!(s.lines().any(|l| l.starts_with(&format!("{id} "))), "{s}");
     }
 }
+
+/// `--filter` is applied before anything is fetched or booted: a filter that matches no case
+/// stops `run` and `compare` with one line naming it.
+#[test]
+fn filter_matching_no_case() {
+    let (_d, cache) = empty_cache();
+    let cache = cache.to_str().unwrap();
+    let out = km(&[
+        "run",
+        "--kernel",
+        "6.1",
+        "--filter",
+        "nope/*",
+        "--cache-dir",
+        cache,
+    ])
+    .output()
+    .unwrap();
+    one_line_error(out, &["--filter 'nope/*' matches none of the", "'group/*'"]);
+    let out = km(&[
+        "compare",
+        "--baseline",
+        "6.1",
+        "--candidate",
+        "6.12",
+        "--filter",
+        "eperm/*",
+        "--filter",
+        "eprem/*",
+        "--cache-dir",
+        cache,
+    ])
+    .output()
+    .unwrap();
+    one_line_error(out, &["--filter 'eprem/*' matches none of the"]);
+}

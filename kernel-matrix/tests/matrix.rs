@@ -76,7 +76,7 @@ fn matrix_snapshots() {
     let list = kernels::builtin();
     let sel = matrix::select(&list, &[], &[], None).expect("select");
     let cases = ws().join("cases");
-    let res = cli::run_selected(&Common::default(), &sel, &[cases], None)
+    let res = cli::run_selected(&Common::default(), &sel, &[cases], &[], None)
         .unwrap_or_else(|e| panic!("the matrix could not start: {e}"));
     let mut bad = Vec::new();
     for k in &res.kernels {

@@ -641,7 +641,10 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             let deadline = Instant::now() + opts.timeout;
             let (_, reported) = recv(&up_r, deadline, "target").map_err(|e| {
                 if e.contains("timed out") {
-                    format!("target never became ready within {:?}", opts.timeout)
+                    format!(
+                        "target never became ready within {} ms",
+                        opts.timeout.as_millis()
+                    )
                 } else {
                     e
                 }
@@ -720,7 +723,10 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
     let deadline = Instant::now() + opts.timeout;
     let timed = |e: String| {
         if e.contains("timed out") {
-            format!("the caller did not report within {:?}", opts.timeout)
+            format!(
+                "the caller did not report within {} ms",
+                opts.timeout.as_millis()
+            )
         } else {
             e
         }

@@ -1,0 +1,107 @@
+//! `--filter GLOB`: choosing cases by name (`group/name`, as `runner::case_id` gives it) before
+//! anything is loaded, so a filtered run neither validates nor forks the rest.
+//!
+//! Glob syntax: `*` matches any run of characters, `/` included (`*writev*` finds writev cases
+//! in every group); `?` matches one character; every other character matches itself. The whole
+//! name must match (`eperm` alone matches nothing; `eperm/*` is the group). Several filters OR
+//! together.
+
+use std::path::PathBuf;
+
+/// Whether `name` matches `pattern` (see the module doc for the syntax).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative wildcard matching: remember the last `*` and the name position it resumed at,
+    // and on a mismatch let that star swallow one more character.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The files whose case name matches any of `filters` (all of them when there are none). A
+/// filter that matches no case is an error (most likely a typo): its message is one line
+/// naming the filter and the syntax.
+pub fn select(files: Vec<PathBuf>, filters: &[String]) -> Result<Vec<PathBuf>, String> {
+    if filters.is_empty() {
+        return Ok(files);
+    }
+    let ids: Vec<String> = files.iter().map(|f| crate::runner::case_id(f)).collect();
+    for f in filters {
+        if !ids.iter().any(|id| glob_match(f, id)) {
+            let example = ids
+                .first()
+                .map_or("eperm/caller_gid_differs", String::as_str);
+            return Err(format!(
+                "--filter '{f}' matches none of the {} cases (names look like '{example}'; `*` matches any characters, `/` included, `?` one character, and the whole name must match: try 'group/*' or '*word*')",
+                ids.len()
+            ));
+        }
+    }
+    Ok(files
+        .into_iter()
+        .zip(ids)
+        .filter(|(_, id)| filters.iter().any(|f| glob_match(f, id)))
+        .map(|(f, _)| f)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        for (p, n, want) in [
+            ("eperm/*", "eperm/caller_gid_differs", true),
+            ("eperm/*", "einval/flags_1", false),
+            ("eperm", "eperm/caller_gid_differs", false),
+            ("*writev*", "compat/basic_writev", true),
+            ("*writev*", "writev/self_target", true),
+            ("*writev", "writev/self_target", false),
+            ("*/flags_?", "einval/flags_1", true),
+            ("*/flags_?", "einval/flags_12", false),
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("**x", "abx", true),
+            ("exact/name", "exact/name", true),
+        ] {
+            assert_eq!(glob_match(p, n), want, "{p} ~ {n}");
+        }
+    }
+
+    #[test]
+    fn select_ors_filters_and_rejects_a_filter_that_matches_nothing() {
+        let files: Vec<PathBuf> = ["cases/a/x.yaml", "cases/a/y.yaml", "cases/b/x.yaml"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let got = select(files.clone(), &["a/x".into(), "b/*".into()]).unwrap();
+        assert_eq!(got, vec![files[0].clone(), files[2].clone()]);
+        assert_eq!(select(files.clone(), &[]).unwrap(), files);
+        let e = select(files, &["a/*".into(), "c/*".into()]).unwrap_err();
+        assert!(
+            e.starts_with("--filter 'c/*' matches none of the 3 cases"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
