@@ -15,15 +15,18 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct LoadError {
     pub path: String,
+    /// 1-based line and column of the field that is wrong, where known.
     pub line: Option<usize>,
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.path, l, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.path, self.message),
+            _ => write!(f, "{}: {}", self.path, self.message),
         }
     }
 }
@@ -36,6 +39,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
             walk(p, &mut out).map_err(|e| LoadError {
                 path: p.display().to_string(),
                 line: None,
+                column: None,
                 message: e.to_string(),
             })?;
         } else if p.exists() {
@@ -44,6 +48,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
             return Err(LoadError {
                 path: p.display().to_string(),
                 line: None,
+                column: None,
                 message: "no such file or directory (give a case file or a directory of them)"
                     .into(),
             });
@@ -109,6 +114,7 @@ pub fn load(path: &Path) -> Result<Plan, LoadError> {
     let src = std::fs::read_to_string(path).map_err(|e| LoadError {
         path: shown.clone(),
         line: None,
+        column: None,
         message: e.to_string(),
     })?;
     load_str(&shown, &case_id(path), &src)
@@ -117,44 +123,32 @@ pub fn load(path: &Path) -> Result<Plan, LoadError> {
 /// Parses and validates case text (used by `load`, the fuzz targets and tests).
 pub fn load_str(shown: &str, id: &str, src: &str) -> Result<Plan, LoadError> {
     let doc: CaseDoc = serde_yaml::from_str(src).map_err(|e| {
-        let line = e.location().map(|l| l.line());
+        let at = e.location();
         let mut msg = e.to_string();
         if let Some(i) = msg.find(" at line ") {
             msg.truncate(i);
         }
         LoadError {
             path: shown.to_string(),
-            line,
-            message: format!("{msg} (see README.md, \"Writing a case\")"),
+            line: at.as_ref().map(|l| l.line()),
+            column: at.as_ref().map(|l| l.column()),
+            message: format!("{msg} (see docs/CASES.md)"),
         }
     })?;
     let (case, race) = doc.split();
-    let err = |e: plan::PlanError| LoadError {
-        path: shown.to_string(),
-        line: e.line(src),
-        message: e.to_string(),
+    // The source is read for positions only when there is an error to place.
+    let err = |e: plan::PlanError| {
+        let at = crate::positions::Positions::of(src).locate(&e.field);
+        LoadError {
+            path: shown.to_string(),
+            line: at.map(|p| p.line),
+            column: at.map(|p| p.column),
+            message: e.to_string(),
+        }
     };
     let mut plan = plan::build(id, shown, &case).map_err(err)?;
     if let Some(spec) = &race {
-        plan.race = Some(crate::race::resolve(spec, &plan).map_err(|e| {
-            // `race.*` needles (`region`, `prot`) also occur in region lists: look for them
-            // from the `race:` line on.
-            let start = src.lines().position(|l| l.starts_with("race:"));
-            let line = match (e.field.starts_with("race."), start, e.needle.as_deref()) {
-                (true, Some(st), Some(n)) => src
-                    .lines()
-                    .enumerate()
-                    .skip(st)
-                    .find(|(_, l)| l.contains(n))
-                    .map_or(Some(st + 1), |(i, _)| Some(i + 1)),
-                _ => e.line(src),
-            };
-            LoadError {
-                path: shown.to_string(),
-                line,
-                message: e.to_string(),
-            }
-        })?);
+        plan.race = Some(crate::race::resolve(spec, &plan).map_err(err)?);
     }
     Ok(plan)
 }
