@@ -31,19 +31,48 @@ impl std::fmt::Display for LoadError {
     }
 }
 
+/// The file that marks the root of a case catalogue (`cases/.pvmtest-catalogue`). A case's
+/// name is its path under the nearest such root, without `.yaml`, so a copy of the catalogue
+/// (`cp -r`), a group directory or a single file given on the command line all name a case
+/// alike: `eperm/root_vs_nondumpable_root_writev`.
+pub const CATALOGUE_MARKER: &str = ".pvmtest-catalogue";
+
+/// A case file found by [`collect_named`], with its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    pub name: String,
+}
+
 /// All `*.yaml` files under the given paths (files are taken as given), sorted.
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    Ok(collect_named(paths)?.into_iter().map(|f| f.path).collect())
+}
+
+/// All `*.yaml` files under the given paths, sorted, each with its name: the path under the
+/// nearest catalogue root ([`CATALOGUE_MARKER`]), else under the directory argument it was
+/// found in, else (a file given by itself) its stem. Two files with one name are refused:
+/// results, reports and snapshots are keyed by name.
+pub fn collect_named(paths: &[PathBuf]) -> Result<Vec<Found>, LoadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out).map_err(|e| LoadError {
+            let mut files = Vec::new();
+            walk(p, &mut files).map_err(|e| LoadError {
                 path: p.display().to_string(),
                 line: None,
                 column: None,
                 message: e.to_string(),
             })?;
+            out.extend(files.into_iter().map(|f| Found {
+                name: case_name(&f, Some(p)),
+                path: f,
+            }));
         } else if p.exists() {
-            out.push(p.clone());
+            out.push(Found {
+                name: case_name(p, None),
+                path: p.clone(),
+            });
         } else {
             return Err(LoadError {
                 path: p.display().to_string(),
@@ -54,8 +83,24 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
             });
         }
     }
-    out.sort();
-    out.dedup();
+    // The same file reached through two arguments is one case (named by the first).
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.dedup_by(|a, b| a.path == b.path);
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for f in &out {
+        if let Some(other) = seen.insert(&f.name, &f.path) {
+            return Err(LoadError {
+                path: f.path.display().to_string(),
+                line: None,
+                column: None,
+                message: format!(
+                    "two cases named `{}`: this file and {} (rename one or run them separately; a name is the path under the catalogue root, docs/CASES.md \"Case names\")",
+                    f.name,
+                    other.display()
+                ),
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -79,8 +124,8 @@ pub fn load_all(
 ) -> Result<(Vec<Plan>, usize), LoadError> {
     let mut plans = Vec::new();
     let mut n_bad = 0;
-    for f in collect(paths)? {
-        match load(&f) {
+    for f in collect_named(paths)? {
+        match load_named(&f.path, &f.name) {
             Ok(p) => plans.push(p),
             Err(e) => {
                 n_bad += 1;
@@ -91,25 +136,50 @@ pub fn load_all(
     Ok((plans, n_bad))
 }
 
-/// `group/name` for `…/cases/group/name.yaml`, else the file stem.
+/// The name of a case file given by itself: its path under the nearest catalogue root
+/// (`eperm/root_vs_nondumpable_root_writev`), else its stem.
 pub fn case_id(path: &Path) -> String {
-    let comps: Vec<String> = path
+    case_name(path, None)
+}
+
+/// [`collect_named`]'s name for `file`, found under the directory argument `arg` if any.
+fn case_name(file: &Path, arg: Option<&Path>) -> String {
+    let under_marker = std::fs::canonicalize(file).ok().and_then(|abs| {
+        let root = abs
+            .ancestors()
+            .skip(1)
+            .find(|d| d.join(CATALOGUE_MARKER).is_file())?;
+        abs.strip_prefix(root).ok().map(Path::to_path_buf)
+    });
+    let rel = under_marker
+        .or_else(|| arg.and_then(|a| file.strip_prefix(a).ok().map(Path::to_path_buf)))
+        .filter(|r| r.file_name().is_some())
+        .unwrap_or_else(|| file.file_name().map_or_else(PathBuf::new, PathBuf::from));
+    let mut name = rel
         .iter()
-        .map(|c| c.to_string_lossy().into_owned())
-        .collect();
-    let stem = |s: &str| {
-        s.trim_end_matches(".yaml")
-            .trim_end_matches(".yml")
-            .to_string()
-    };
-    match comps.iter().rposition(|c| c == "cases") {
-        Some(i) if i + 1 < comps.len() => stem(&comps[i + 1..].join("/")),
-        _ => stem(comps.last().map(String::as_str).unwrap_or("case")),
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    for ext in [".yaml", ".yml"] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            name.truncate(stem.len());
+            break;
+        }
+    }
+    if name.is_empty() {
+        "case".into()
+    } else {
+        name
     }
 }
 
 /// Parses and validates one case file.
 pub fn load(path: &Path) -> Result<Plan, LoadError> {
+    load_named(path, &case_id(path))
+}
+
+/// [`load`] with the name [`collect_named`] gave the file.
+pub fn load_named(path: &Path, name: &str) -> Result<Plan, LoadError> {
     let shown = path.display().to_string();
     let src = std::fs::read_to_string(path).map_err(|e| LoadError {
         path: shown.clone(),
@@ -117,7 +187,7 @@ pub fn load(path: &Path) -> Result<Plan, LoadError> {
         column: None,
         message: e.to_string(),
     })?;
-    load_str(&shown, &case_id(path), &src)
+    load_str(&shown, name, &src)
 }
 
 /// Parses and validates case text (used by `load`, the fuzz targets and tests).

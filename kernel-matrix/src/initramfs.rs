@@ -123,6 +123,11 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Whether the archive holds `path` (a file, directory or symlink).
+    pub fn has(&self, path: &str) -> bool {
+        self.nodes.contains_key(&Self::norm(path))
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
