@@ -100,7 +100,7 @@ fn load_filtered(
     paths: Vec<PathBuf>,
     filters: &[String],
 ) -> Result<(Vec<crate::plan::Plan>, usize), String> {
-    let files = runner::collect(&default_paths(paths)).map_err(|e| e.to_string())?;
+    let files = runner::collect_named(&default_paths(paths)).map_err(|e| e.to_string())?;
     let files = crate::filter::select(files, filters)?;
     Ok(runner::load_files(&files, &mut |e| eprintln!("error: {e}")))
 }
@@ -243,7 +243,7 @@ fn import_crash(artifact: &std::path::Path, out: &std::path::Path) -> i32 {
 /// `pvmtest corpus`: every case the fuzz input format can express, encoded, one file each.
 fn corpus(dir: &std::path::Path, paths: Vec<PathBuf>) -> i32 {
     use crate::fuzzcase::FuzzCase;
-    let files = match runner::collect(&default_paths(paths)) {
+    let files = match runner::collect_named(&default_paths(paths)) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -256,7 +256,7 @@ fn corpus(dir: &std::path::Path, paths: Vec<PathBuf>) -> i32 {
     }
     let mut written = 0;
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else {
+        let Ok(text) = std::fs::read_to_string(&f.path) else {
             continue;
         };
         let Ok(case) = serde_yaml::from_str::<crate::case::CaseFile>(&text) else {
@@ -268,7 +268,7 @@ fn corpus(dir: &std::path::Path, paths: Vec<PathBuf>) -> i32 {
         if fc.plan("corpus").is_err() {
             continue;
         }
-        let name = runner::case_id(f).replace('/', "__");
+        let name = f.name.replace('/', "__");
         if let Err(e) = std::fs::write(dir.join(name), fc.encode()) {
             eprintln!("error: {}: {e}", dir.display());
             return 2;

@@ -1,4 +1,4 @@
-//! `--filter GLOB`: choosing cases by name (`group/name`, as `runner::case_id` gives it) before
+//! `--filter GLOB`: choosing cases by name (`group/name`, as `runner::collect_named` gives it) before
 //! anything is loaded, so a filtered run neither validates nor forks the rest.
 //!
 //! Glob syntax: `*` matches any run of characters, `/` included (`*writev*` finds writev cases
@@ -6,7 +6,7 @@
 //! name must match (`eperm` alone matches nothing; `eperm/*` is the group). Several filters OR
 //! together.
 
-use std::path::PathBuf;
+use crate::runner::Found;
 
 /// Whether `name` matches `pattern` (see the module doc for the syntax).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
@@ -37,11 +37,11 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// The files whose case name matches any of `filters` (all of them when there are none). A
 /// filter that matches no case is an error (most likely a typo): its message is one line
 /// naming the filter and the syntax.
-pub fn select(files: Vec<PathBuf>, filters: &[String]) -> Result<Vec<PathBuf>, String> {
+pub fn select(files: Vec<Found>, filters: &[String]) -> Result<Vec<Found>, String> {
     if filters.is_empty() {
         return Ok(files);
     }
-    let ids: Vec<String> = files.iter().map(|f| crate::runner::case_id(f)).collect();
+    let ids: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
     for f in filters {
         if !ids.iter().any(|id| glob_match(f, id)) {
             let example = ids
@@ -90,9 +90,12 @@ mod tests {
 
     #[test]
     fn select_ors_filters_and_rejects_a_filter_that_matches_nothing() {
-        let files: Vec<PathBuf> = ["cases/a/x.yaml", "cases/a/y.yaml", "cases/b/x.yaml"]
+        let files: Vec<Found> = ["a/x", "a/y", "b/x"]
             .iter()
-            .map(PathBuf::from)
+            .map(|n| Found {
+                path: format!("cases/{n}.yaml").into(),
+                name: n.to_string(),
+            })
             .collect();
         let got = select(files.clone(), &["a/x".into(), "b/*".into()]).unwrap();
         assert_eq!(got, vec![files[0].clone(), files[2].clone()]);

@@ -25,6 +25,7 @@ pub mod guest;
 pub mod model;
 pub mod pattern;
 pub mod plan;
+pub mod positions;
 pub mod race;
 pub mod report;
 pub mod runner;

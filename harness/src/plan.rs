@@ -388,13 +388,12 @@ impl Plan {
     }
 }
 
-/// A validation error: which field, what is wrong, and (via [`PlanError::line`]) where.
+/// A validation error: which field (a path like `call.remote[1].base`, which also places the
+/// error in the file: [`crate::positions`]) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanError {
     pub field: String,
     pub message: String,
-    /// Text to look for in the source to find the line.
-    pub needle: Option<String>,
 }
 
 impl fmt::Display for PlanError {
@@ -404,21 +403,11 @@ impl fmt::Display for PlanError {
 }
 
 impl PlanError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         PlanError {
             field: field.into(),
             message: message.into(),
-            needle: None,
         }
-    }
-    fn at(mut self, needle: impl Into<String>) -> Self {
-        self.needle = Some(needle.into());
-        self
-    }
-    /// The 1-based line of the source where the offending text first appears.
-    pub fn line(&self, src: &str) -> Option<usize> {
-        let needle = self.needle.as_deref()?;
-        src.lines().position(|l| l.contains(needle)).map(|i| i + 1)
     }
 }
 
@@ -450,7 +439,6 @@ fn kernel_version(field: &str, s: &str) -> Result<(u32, u32), PlanError> {
             field,
             format!("`{s}` is not a kernel version like \"5.10\""),
         )
-        .at(s)
     })
 }
 
@@ -516,34 +504,30 @@ fn lay_out(
             return Err(PlanError::new(
                 format!("{}.name", f()),
                 format!("`{}` must be letters, digits and `_`", s.name),
-            )
-            .at(&s.name));
+            ));
         }
         if RESERVED.contains(&s.name.as_str()) {
             return Err(PlanError::new(
                 format!("{}.name", f()),
                 format!("`{}` is a reserved address name; pick another", s.name),
-            )
-            .at(&s.name));
+            ));
         }
         if out.iter().any(|r| r.name == s.name) {
             return Err(PlanError::new(
                 format!("{}.name", f()),
                 format!("region `{}` is declared twice", s.name),
-            )
-            .at(&s.name));
+            ));
         }
         let pages = num(|| format!("{}.pages", f()), &s.pages)?;
         if pages == 0 {
             return Err(PlanError::new(
                 format!("{}.pages", f()),
                 "a region needs at least one page",
-            )
-            .at(&s.name));
+            ));
         }
-        let len = pages.checked_mul(PAGE).ok_or_else(|| {
-            PlanError::new(format!("{}.pages", f()), "too many pages").at(&s.name)
-        })?;
+        let len = pages
+            .checked_mul(PAGE)
+            .ok_or_else(|| PlanError::new(format!("{}.pages", f()), "too many pages"))?;
         if let Some(at) = &s.at {
             let page = num(|| format!("{}.at", f()), at)?;
             let start = page.checked_mul(PAGE).and_then(|o| o.checked_add(base));
@@ -557,16 +541,14 @@ fn lay_out(
                             prev.name,
                             (cursor - base) / PAGE
                         ),
-                    )
-                    .at(&s.name));
+                    ));
                 }
                 (Some(st), _) if st >= base + PAGE => cursor = st,
                 _ => {
                     return Err(PlanError::new(
                         format!("{}.at", f()),
                         "page 0 is the `hole`; use page 1 or later",
-                    )
-                    .at(&s.name));
+                    ));
                 }
             }
         }
@@ -577,15 +559,13 @@ fn lay_out(
             return Err(PlanError::new(
                 format!("{}.pages", f()),
                 "a hugetlb region is made of 2 MiB pages: use a multiple of 512 pages",
-            )
-            .at(&s.name));
+            ));
         }
         if s.kind == RegionKind::Sealed && !matches!(s.prot, Prot::Rw | Prot::Ro | Prot::Rwx) {
             return Err(PlanError::new(
                 format!("{}.prot", f()),
                 "a sealed region cannot be made readable for the dump later: use rw, ro or rwx",
-            )
-            .at(&s.name));
+            ));
         }
         let is_file = matches!(
             s.kind,
@@ -600,8 +580,7 @@ fn lay_out(
                 return Err(PlanError::new(
                     format!("{}.file_size", f()),
                     "only file and memfd kinds have a file size",
-                )
-                .at(&s.name))
+                ))
             }
             None if is_file => Some(len),
             None => None,
@@ -610,8 +589,7 @@ fn lay_out(
             return Err(PlanError::new(
                 format!("{}.prot", f()),
                 "a hole is unmapped; it has no protection",
-            )
-            .at(&s.name));
+            ));
         }
         let end = cursor
             .checked_add(len)
@@ -624,7 +602,6 @@ fn lay_out(
                         span >> 20
                     ),
                 )
-                .at(&s.name)
             })?;
         out.push(Region {
             name: s.name.clone(),
@@ -722,14 +699,12 @@ fn resolve_addr(
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 ),
             )
-            .at(name)
         })?,
     };
     if rest.is_empty() {
         return Ok(base);
     }
-    let off =
-        crate::expr::eval(&format!("0{rest}")).map_err(|m| PlanError::new(field, m).at(expr))?;
+    let off = crate::expr::eval(&format!("0{rest}")).map_err(|m| PlanError::new(field, m))?;
     Ok(base.wrapping_add(off))
 }
 
@@ -758,18 +733,20 @@ fn expand_iovs(
             None => 1,
         };
         if repeat == 0 || repeat > 4096 {
-            return Err(
-                PlanError::new(format!("{}.repeat", f()), "repeat must be 1..=4096").at(&s.base),
-            );
+            return Err(PlanError::new(
+                format!("{}.repeat", f()),
+                "repeat must be 1..=4096",
+            ));
         }
         let stride = match &s.stride {
             Some(st) => num("", st).map_err(at("stride"))?,
             None => 0,
         };
         if s.stride.is_some() && s.repeat.is_none() {
-            return Err(
-                PlanError::new(format!("{}.stride", f()), "stride needs repeat").at(&s.base),
-            );
+            return Err(PlanError::new(
+                format!("{}.stride", f()),
+                "stride needs repeat",
+            ));
         }
         // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
         // a literal one there would silently become the vdso. They are non-canonical:
@@ -783,8 +760,7 @@ fn expand_iovs(
                 return Err(PlanError::new(
                     f(),
                     format!("{addr:#x} lies in the range reserved for vdso/vvar placeholders; use `non_canonical` for a non-canonical address"),
-                )
-                .at(&s.base));
+                ));
             }
             out.push(Iov {
                 base: addr,
@@ -845,13 +821,12 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     let entry = case.call.entry;
     let r = &case.requires;
     let mut caps_req = Vec::new();
-    for c in &r.caps {
+    for (i, c) in r.caps.iter().enumerate() {
         let bit = caps::from_name(c).ok_or_else(|| {
             PlanError::new(
-                "requires.caps",
+                format!("requires.caps[{i}]"),
                 format!("unknown capability `{c}` (use names like CAP_SYS_PTRACE)"),
             )
-            .at(c)
         })?;
         caps_req.push((c.clone(), bit));
     }
@@ -914,7 +889,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         ("call.local", &local, &local_groups),
         ("call.remote", &remote, &remote_groups),
     ] {
-        for (i, v) in list.iter().enumerate() {
+        for v in list {
             let Some((s, off)) = Special::of_placeholder(v.base) else {
                 continue;
             };
@@ -927,27 +902,24 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                 && (2 * PAGE as i64..3 * PAGE as i64).contains(&off)
             {
                 return Err(PlanError::new(
-                    format!("{side}[{i}]"),
-                    "a remote iovec starting in the [vvar] rng page (vvar+2*page) is not modelled: whether it is mapped depends on libc's use of the vDSO getrandom",
-                )
-                .at(v.label(groups)));
+                    format!("{side}[{}].base", v.group),
+                    format!("`{}`: a remote iovec starting in the [vvar] rng page (vvar+2*page) is not modelled: whether it is mapped depends on libc's use of the vDSO getrandom", v.label(groups)),
+                ));
             }
             if entry == Entry::Compat {
                 return Err(PlanError::new(
-                    format!("{side}[{i}]"),
+                    format!("{side}[{}].base", v.group),
                     format!(
                         "the {} of a 64-bit process lies above 4 GiB: a compat case cannot name it",
                         s.name()
                     ),
-                )
-                .at(v.label(groups)));
+                ));
             }
             if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {
                 return Err(PlanError::new(
-                    format!("{side}[{i}]"),
+                    format!("{side}[{}].base", v.group),
                     format!("reading the {} as a local source is not modelled (its contents change and which of its pages fault depends on the clock source)", s.name()),
-                )
-                .at(v.label(groups)));
+                ));
             }
             if !specials.contains(&s) {
                 specials.push(s);
@@ -962,13 +934,12 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             ("call.local", &local, &local_groups),
             ("call.remote", &remote, &remote_groups),
         ] {
-            for (i, v) in list.iter().enumerate() {
+            for v in list {
                 if v.base > u32::MAX as u64 || v.len > u32::MAX as u64 {
                     return Err(PlanError::new(
-                        format!("{side}[{i}]"),
-                        "a compat iovec holds 32-bit base and length; use addresses and lengths below 2^32",
-                    )
-                    .at(v.label(groups)));
+                        format!("{side}[{}]", v.group),
+                        format!("`{}`: a compat iovec holds 32-bit base and length; use addresses and lengths below 2^32", v.label(groups)),
+                    ));
                 }
             }
         }
@@ -1020,25 +991,20 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         Some(e) => resolve_addr(e, &caller_regions, chole, cguard, "call.rvec")?,
         None => rvec_img.addr,
     };
-    for (f, v, e) in [
-        ("call.lvec", lvec, &call.lvec),
-        ("call.rvec", rvec, &call.rvec),
-    ] {
+    for (f, v) in [("call.lvec", lvec), ("call.rvec", rvec)] {
         // int 0x80 passes the low 32 bits of each register (sys::call_compat): a larger
         // pointer would reach the kernel as another address than the one the model judges.
         if entry == Entry::Compat && v > u32::MAX as u64 {
             return Err(PlanError::new(
                 f,
                 "the compat entry passes 32-bit registers; use an array address below 2^32",
-            )
-            .at(e.as_deref().unwrap_or("")));
+            ));
         }
         if Special::of_placeholder(v).is_some() {
             return Err(PlanError::new(
                 f,
                 "an iovec array in the vdso or vvar is not modelled (the model never reads their contents)",
-            )
-            .at(e.as_deref().unwrap_or("")));
+            ));
         }
     }
     if call.lvec.is_none() {
@@ -1081,7 +1047,11 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         && (case.target.ptracer.is_some() || case.target.parent != TargetParent::Harness)
     {
         return Err(PlanError::new(
-            "target",
+            if case.target.ptracer.is_some() {
+                "target.ptracer"
+            } else {
+                "target.parent"
+            },
             "`ptracer` and `parent` apply to a `child` target only",
         ));
     }
@@ -1122,15 +1092,18 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         ("target.regions", &target_regions),
         ("caller.regions", &caller_regions),
     ] {
-        for r in regions.iter().filter(|r| r.is_uffd()) {
+        for (i, r) in regions.iter().enumerate().filter(|(_, r)| r.is_uffd()) {
             if side == "caller.regions" || target_kind != TargetKind::Child {
-                return Err(
-                    PlanError::new(side, "userfaultfd regions belong to a `child` target")
-                        .at(&r.name),
-                );
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    "userfaultfd regions belong to a `child` target",
+                ));
             }
             if r.prot != Prot::Rw {
-                return Err(PlanError::new(side, "userfaultfd regions are `rw`").at(&r.name));
+                return Err(PlanError::new(
+                    format!("{side}[{i}].prot"),
+                    "userfaultfd regions are `rw`",
+                ));
             }
         }
     }
@@ -1191,11 +1164,10 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                                 crate::errno::known_names().join(", ")
                             ),
                         )
-                        .at(s)
                     })?)
                 }
                 NumOrName::S(s) => Expected::Count(
-                    crate::expr::eval(s).map_err(|m| PlanError::new("expect.result", m).at(s))?,
+                    crate::expr::eval(s).map_err(|m| PlanError::new("expect.result", m))?,
                 ),
             };
             if let Some(d) = &e.decided_by {
@@ -1206,8 +1178,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                             "unknown step `{d}` (known: {})",
                             crate::model::STEPS.join(", ")
                         ),
-                    )
-                    .at(d));
+                    ));
                 }
             }
             Some(Expect {

@@ -102,8 +102,7 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
         return Err(err(
             "race.runs",
             format!("{runs} runs: use 1 to {MAX_RUNS} (default {DEFAULT_RUNS})"),
-        )
-        .at("runs"));
+        ));
     }
     let declared = || {
         let names: Vec<&str> = plan
@@ -130,15 +129,13 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
                     "`{action}` acts on a target region: add `region: NAME` (declared: {})",
                     declared()
                 ),
-            )
-            .at("action"))
+            ))
         }
         (Some(_), false) => {
             return Err(err(
                 "race.region",
                 format!("`{action}` acts on no region; drop `region`"),
-            )
-            .at("region"))
+            ))
         }
         (None, false) => None,
         (Some(name), true) => {
@@ -150,7 +147,6 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
                         declared()
                     ),
                 )
-                .at("region")
             })?;
             if r.len / PAGE > MAX_RACED_PAGES {
                 return Err(err(
@@ -159,15 +155,13 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
                         "`{name}` has {} pages; a raced region has at most {MAX_RACED_PAGES} (the allowed set holds one prediction per page boundary)",
                         r.len / PAGE
                     ),
-                )
-                .at("region"));
+                ));
             }
             if r.is_hole() {
                 return Err(err(
                     "race.region",
                     format!("`{name}` is a hole (unmapped): name a mapped region"),
-                )
-                .at("region"));
+                ));
             }
             Some(r)
         }
@@ -177,16 +171,14 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
             return Err(err(
                 "race.prot",
                 "`mprotect` needs the new protection, e.g. `prot: none`",
-            )
-            .at("action"))
+            ))
         }
         (RaceActionSpec::Mprotect, Some(_)) | (_, None) => {}
         (_, Some(_)) => {
             return Err(err(
                 "race.prot",
                 format!("only `mprotect` takes a protection, not `{action}`; drop `prot`"),
-            )
-            .at("prot"))
+            ))
         }
     }
     if let (RaceActionSpec::Write, Some(r)) = (spec.action, region) {
@@ -198,8 +190,7 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
                     r.name,
                     r.prot.name()
                 ),
-            )
-            .at("region"));
+            ));
         }
     }
     // What the race executor builds: a forked `child` target of anonymous regions with the
@@ -211,56 +202,52 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
                 "a race runs against a `child` target, not `{}` (for a thread, use `action: thread_exit`)",
                 plan.target_kind.name()
             ),
-        )
-        .at(format!("kind: {}", plan.target_kind.name())));
+        ));
     }
-    for r in &plan.target_regions {
+    for (i, r) in plan.target_regions.iter().enumerate() {
         if !matches!(r.kind, RegionKind::Anon | RegionKind::Hole) {
             return Err(err(
-                "target.regions",
+                format!("target.regions[{i}].kind"),
                 format!(
                     "`{}` is `{}`: a race target maps anonymous regions only (kind anon or hole)",
                     r.name,
                     serde_name(r.kind)
                 ),
-            )
-            .at(&r.name));
+            ));
         }
     }
-    if let Some(r) = plan.caller_regions.iter().find(|r| r.needs_fd()) {
+    if let Some((i, r)) = plan
+        .caller_regions
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.needs_fd())
+    {
         return Err(err(
-            "caller.regions",
+            format!("caller.regions[{i}].kind"),
             format!(
                 "`{}` needs a file: a race caller builds regions without descriptors (use anon)",
                 r.name
             ),
-        )
-        .at(&r.name));
+        ));
     }
     let unsupported = [
-        (plan.target_creds.is_some(), "target.creds", "creds"),
-        (!plan.target_dumpable, "target.dumpable", "dumpable"),
-        (plan.target_ptracer.is_some(), "target.ptracer", "ptracer"),
-        (
-            plan.target_parent != TargetParent::Harness,
-            "target.parent",
-            "parent",
-        ),
-        (plan.caller_creds.is_some(), "caller.creds", "creds"),
+        (plan.target_creds.is_some(), "target.creds"),
+        (!plan.target_dumpable, "target.dumpable"),
+        (plan.target_ptracer.is_some(), "target.ptracer"),
+        (plan.target_parent != TargetParent::Harness, "target.parent"),
+        (plan.caller_creds.is_some(), "caller.creds"),
     ];
-    if let Some((_, field, needle)) = unsupported.iter().find(|u| u.0) {
+    if let Some((_, field)) = unsupported.iter().find(|u| u.0) {
         return Err(err(
             *field,
             "a race keeps the harness's credentials and process tree; drop this field",
-        )
-        .at(*needle));
+        ));
     }
     if plan.call.entry == Entry::Compat {
         return Err(err(
             "call.entry",
             "a race calls through the native entry only; drop `entry: compat`",
-        )
-        .at("entry"));
+        ));
     }
     if !plan.specials.is_empty() {
         return Err(err(
@@ -290,25 +277,8 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
     })
 }
 
-/// A validation error, as [`crate::plan`] makes them: field, message and the text to find
-/// its line by.
 fn err(field: impl Into<String>, message: impl Into<String>) -> PlanError {
-    PlanError {
-        field: field.into(),
-        message: message.into(),
-        needle: None,
-    }
-}
-
-trait At {
-    fn at(self, needle: impl Into<String>) -> Self;
-}
-
-impl At for PlanError {
-    fn at(mut self, needle: impl Into<String>) -> Self {
-        self.needle = Some(needle.into());
-        self
-    }
+    PlanError::new(field, message)
 }
 
 fn serde_name(k: RegionKind) -> String {

@@ -15,42 +15,92 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct LoadError {
     pub path: String,
+    /// 1-based line and column of the field that is wrong, where known.
     pub line: Option<usize>,
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.path, l, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.path, self.message),
+            _ => write!(f, "{}: {}", self.path, self.message),
         }
     }
 }
 
+/// The file that marks the root of a case catalogue (`cases/.pvmtest-catalogue`). A case's
+/// name is its path under the nearest such root, without `.yaml`, so a copy of the catalogue
+/// (`cp -r`), a group directory or a single file given on the command line all name a case
+/// alike: `eperm/root_vs_nondumpable_root_writev`.
+pub const CATALOGUE_MARKER: &str = ".pvmtest-catalogue";
+
+/// A case file found by [`collect_named`], with its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    pub name: String,
+}
+
 /// All `*.yaml` files under the given paths (files are taken as given), sorted.
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    Ok(collect_named(paths)?.into_iter().map(|f| f.path).collect())
+}
+
+/// All `*.yaml` files under the given paths, sorted, each with its name: the path under the
+/// nearest catalogue root ([`CATALOGUE_MARKER`]), else under the directory argument it was
+/// found in, else (a file given by itself) its stem. Two files with one name are refused:
+/// results, reports and snapshots are keyed by name.
+pub fn collect_named(paths: &[PathBuf]) -> Result<Vec<Found>, LoadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out).map_err(|e| LoadError {
+            let mut files = Vec::new();
+            walk(p, &mut files).map_err(|e| LoadError {
                 path: p.display().to_string(),
                 line: None,
+                column: None,
                 message: e.to_string(),
             })?;
+            out.extend(files.into_iter().map(|f| Found {
+                name: case_name(&f, Some(p)),
+                path: f,
+            }));
         } else if p.exists() {
-            out.push(p.clone());
+            out.push(Found {
+                name: case_name(p, None),
+                path: p.clone(),
+            });
         } else {
             return Err(LoadError {
                 path: p.display().to_string(),
                 line: None,
+                column: None,
                 message: "no such file or directory (give a case file or a directory of them)"
                     .into(),
             });
         }
     }
-    out.sort();
-    out.dedup();
+    // The same file reached through two arguments is one case (named by the first).
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.dedup_by(|a, b| a.path == b.path);
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for f in &out {
+        if let Some(other) = seen.insert(&f.name, &f.path) {
+            return Err(LoadError {
+                path: f.path.display().to_string(),
+                line: None,
+                column: None,
+                message: format!(
+                    "two cases named `{}`: this file and {} (rename one or run them separately; a name is the path under the catalogue root, docs/CASES.md \"Case names\")",
+                    f.name,
+                    other.display()
+                ),
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -72,16 +122,16 @@ pub fn load_all(
     paths: &[PathBuf],
     bad: &mut dyn FnMut(&LoadError),
 ) -> Result<(Vec<Plan>, usize), LoadError> {
-    Ok(load_files(&collect(paths)?, bad))
+    Ok(load_files(&collect_named(paths)?, bad))
 }
 
 /// Loads the given case files; returns the valid plans and the number of invalid files, each
 /// of which is handed to `bad` (to print) and never run.
-pub fn load_files(files: &[PathBuf], bad: &mut dyn FnMut(&LoadError)) -> (Vec<Plan>, usize) {
+pub fn load_files(files: &[Found], bad: &mut dyn FnMut(&LoadError)) -> (Vec<Plan>, usize) {
     let mut plans = Vec::new();
     let mut n_bad = 0;
     for f in files {
-        match load(f) {
+        match load_named(&f.path, &f.name) {
             Ok(p) => plans.push(p),
             Err(e) => {
                 n_bad += 1;
@@ -92,85 +142,92 @@ pub fn load_files(files: &[PathBuf], bad: &mut dyn FnMut(&LoadError)) -> (Vec<Pl
     (plans, n_bad)
 }
 
-/// `group/name` for `…/cases/group/name.yaml`, else the file stem.
+/// The name of a case file given by itself: its path under the nearest catalogue root
+/// (`eperm/root_vs_nondumpable_root_writev`), else its stem.
 pub fn case_id(path: &Path) -> String {
-    let comps: Vec<String> = path
+    case_name(path, None)
+}
+
+/// [`collect_named`]'s name for `file`, found under the directory argument `arg` if any.
+fn case_name(file: &Path, arg: Option<&Path>) -> String {
+    let under_marker = std::fs::canonicalize(file).ok().and_then(|abs| {
+        let root = abs
+            .ancestors()
+            .skip(1)
+            .find(|d| d.join(CATALOGUE_MARKER).is_file())?;
+        abs.strip_prefix(root).ok().map(Path::to_path_buf)
+    });
+    let rel = under_marker
+        .or_else(|| arg.and_then(|a| file.strip_prefix(a).ok().map(Path::to_path_buf)))
+        .filter(|r| r.file_name().is_some())
+        .unwrap_or_else(|| file.file_name().map_or_else(PathBuf::new, PathBuf::from));
+    let mut name = rel
         .iter()
-        .map(|c| c.to_string_lossy().into_owned())
-        .collect();
-    let stem = |s: &str| {
-        s.trim_end_matches(".yaml")
-            .trim_end_matches(".yml")
-            .to_string()
-    };
-    match comps.iter().rposition(|c| c == "cases") {
-        Some(i) if i + 1 < comps.len() => stem(&comps[i + 1..].join("/")),
-        _ => stem(comps.last().map(String::as_str).unwrap_or("case")),
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    for ext in [".yaml", ".yml"] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            name.truncate(stem.len());
+            break;
+        }
+    }
+    if name.is_empty() {
+        "case".into()
+    } else {
+        name
     }
 }
 
 /// Parses and validates one case file.
 pub fn load(path: &Path) -> Result<Plan, LoadError> {
+    load_named(path, &case_id(path))
+}
+
+/// [`load`] with the name [`collect_named`] gave the file.
+pub fn load_named(path: &Path, name: &str) -> Result<Plan, LoadError> {
     let shown = path.display().to_string();
     let src = std::fs::read_to_string(path).map_err(|e| LoadError {
         path: shown.clone(),
         line: None,
+        column: None,
         message: e.to_string(),
     })?;
-    load_str(&shown, &case_id(path), &src)
+    load_str(&shown, name, &src)
 }
 
 /// Parses and validates case text (used by `load`, the fuzz targets and tests).
 pub fn load_str(shown: &str, id: &str, src: &str) -> Result<Plan, LoadError> {
     let doc: CaseDoc = serde_yaml::from_str(src).map_err(|e| {
-        let line = e.location().map(|l| l.line());
+        let at = e.location();
         let mut msg = e.to_string();
         if let Some(i) = msg.find(" at line ") {
             msg.truncate(i);
         }
         LoadError {
             path: shown.to_string(),
-            line,
-            message: format!("{msg} (see README.md, \"Writing a case\")"),
+            line: at.as_ref().map(|l| l.line()),
+            column: at.as_ref().map(|l| l.column()),
+            message: format!("{msg} (see docs/CASES.md)"),
         }
     })?;
     let (case, race) = doc.split();
-    let err = |e: plan::PlanError| LoadError {
-        path: shown.to_string(),
-        line: e.line(src),
-        message: e.to_string(),
+    // The source is read for positions only when there is an error to place.
+    let err = |e: plan::PlanError| {
+        let at = crate::positions::Positions::of(src).locate(&e.field);
+        LoadError {
+            path: shown.to_string(),
+            line: at.map(|p| p.line),
+            column: at.map(|p| p.column),
+            message: e.to_string(),
+        }
     };
     let mut plan = plan::build(id, shown, &case).map_err(err)?;
     // A pin only root (or only a non-root user) gets, in a case that admits both, is a defect
     // of the file whoever runs it and on any machine: refused here, so `check` and `run` agree.
-    check::pin_depends_on_harness(&plan).map_err(|m| LoadError {
-        path: shown.to_string(),
-        line: src
-            .lines()
-            .position(|l| l.starts_with("expect:"))
-            .map(|i| i + 1),
-        message: format!("expect: {m}"),
-    })?;
+    check::pin_depends_on_harness(&plan).map_err(|m| err(plan::PlanError::new("expect", m)))?;
     if let Some(spec) = &race {
-        plan.race = Some(crate::race::resolve(spec, &plan).map_err(|e| {
-            // `race.*` needles (`region`, `prot`) also occur in region lists: look for them
-            // from the `race:` line on.
-            let start = src.lines().position(|l| l.starts_with("race:"));
-            let line = match (e.field.starts_with("race."), start, e.needle.as_deref()) {
-                (true, Some(st), Some(n)) => src
-                    .lines()
-                    .enumerate()
-                    .skip(st)
-                    .find(|(_, l)| l.contains(n))
-                    .map_or(Some(st + 1), |(i, _)| Some(i + 1)),
-                _ => e.line(src),
-            };
-            LoadError {
-                path: shown.to_string(),
-                line,
-                message: e.to_string(),
-            }
-        })?);
+        plan.race = Some(crate::race::resolve(spec, &plan).map_err(err)?);
     }
     Ok(plan)
 }

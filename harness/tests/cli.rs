@@ -370,3 +370,248 @@ fn interrupt_mid_case(tag: &str, text: &str, procs: usize) {
     assert!(!child.wait().unwrap().success());
     assert_nothing_left(tag);
 }
+
+/// `pvmtest check FILE` with one bad field: exit 2 and one line `FILE:LINE:COLUMN: FIELD: …`.
+fn check_error_at(d: &Path, name: &str, text: &str, at: (usize, usize), field: &str) {
+    let f = write(d, name, text);
+    let out = run(Command::new(BIN).arg("check").arg(&f));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+    assert_eq!(err.lines().count(), 1, "{name}: one line expected: {err}");
+    let want = format!("{}:{}:{}: {field}: ", f.display(), at.0, at.1);
+    assert!(err.contains(&want), "{name}: want `{want}`, got: {err}");
+}
+
+/// Errors name the line and column of the field that is wrong, not the first line where its
+/// text happens to appear (the description, another region list, the caller side).
+#[test]
+fn errors_point_at_the_field_that_is_wrong() {
+    let d = scratch("lines");
+    // An unknown region `g` in remote[1]: `g` first appears in the description ("page").
+    check_error_at(
+        &d,
+        "g_in_remote1.yaml",
+        "description: one page, then a region that is not there\ntarget:\n  regions: [{name: data, pages: 2}]\ncaller:\n  regions: [{name: buf, pages: 2}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 8192}]\n  remote:\n    - {base: data, len: 4096}\n    - {base: g, len: 4096}\n",
+        (11, 8),
+        "call.remote[1].base",
+    );
+    // `buf` in remote: declared, but on the caller side (its declaration comes first).
+    check_error_at(
+        &d,
+        "caller_buf_in_remote.yaml",
+        &GOOD.replace("{base: data, len: 4096}", "{base: buf, len: 4096}"),
+        (9, 13),
+        "call.remote[0].base",
+    );
+    // A flow sequence over several lines: the entry on its third line.
+    check_error_at(
+        &d,
+        "multiline_flow.yaml",
+        &GOOD.replace(
+            "  remote: [{base: data, len: 4096}]\n",
+            "  remote: [{base: data, len: 1},\n           {base: data+1, len: 1},\n           {len: 1, base: nothere}]\n",
+        ),
+        (11, 21),
+        "call.remote[2].base",
+    );
+    // A number expression that does not parse (no line at all before).
+    check_error_at(
+        &d,
+        "bad_number.yaml",
+        &GOOD.replace(
+            "  regions: [{name: data, pages: 1}]\n",
+            "  regions:\n    - name: data\n      pages: 4*\n",
+        ),
+        (5, 7),
+        "target.regions[0].pages",
+    );
+    // A `requires` field whose text ("6") first appears in the description.
+    check_error_at(
+        &d,
+        "requires.yaml",
+        &GOOD.replace(
+            "description: one page\n",
+            "description: one page of 6\nrequires:\n  root: false\n  min_kernel: \"6\"\n",
+        ),
+        (4, 3),
+        "requires.min_kernel",
+    );
+    check_error_at(
+        &d,
+        "requires_caps.yaml",
+        &GOOD.replace(
+            "description: one page\n",
+            "description: one page\nrequires: {caps: [CAP_SYS_PTRACE,\n  CAP_NOPE]}\n",
+        ),
+        (3, 3),
+        "requires.caps[1]",
+    );
+    // A race field: the region is read-only; `data` and `ro` appear in the regions first.
+    check_error_at(
+        &d,
+        "race_region.yaml",
+        &format!(
+            "{}race: {{action: write, region: data}}\n",
+            GOOD.replace("{name: data, pages: 1}", "{name: data, pages: 1, prot: ro}")
+        ),
+        (10, 23),
+        "race.region",
+    );
+    // A missing race field: the `race` section itself.
+    check_error_at(
+        &d,
+        "race_missing.yaml",
+        &format!("{GOOD}race:\n  action: mprotect\n  region: data\n"),
+        (10, 1),
+        "race.prot",
+    );
+}
+
+/// Writes a small catalogue: the marker iff `marked`, `eperm/root_vs_nondumpable_root_writev`
+/// and one file name (`flags_1`) in two groups, copied from cases/.
+fn small_catalogue(d: &Path, marked: bool) {
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+    for f in [
+        "eperm/root_vs_nondumpable_root_writev.yaml",
+        "compat/flags_1.yaml",
+        "einval/flags_1.yaml",
+    ] {
+        std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(cases.join(f), d.join(f)).unwrap();
+    }
+    if marked {
+        std::fs::copy(
+            cases.join(pvmtest::runner::CATALOGUE_MARKER),
+            d.join(pvmtest::runner::CATALOGUE_MARKER),
+        )
+        .unwrap();
+    }
+}
+
+/// Case names as a KTAP run of `path` prints them.
+fn ktap_names(path: &Path) -> Vec<String> {
+    let out = run(Command::new(BIN)
+        .args(["run", "--format", "ktap"])
+        .arg(path));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("ok ")
+                .or_else(|| l.strip_prefix("not ok "))?;
+            let name = rest.split_once(' ')?.1;
+            Some(name.split(" # ").next()?.to_string())
+        })
+        .collect()
+}
+
+/// A case is named by its path under the catalogue root however the catalogue is given: the
+/// root, a copy of it under another name, a group, one file.
+#[test]
+fn copied_catalogue_keeps_group_names() {
+    let d = scratch("copy").join("cases-copy");
+    small_catalogue(&d, true);
+    let all = [
+        "compat/flags_1",
+        "einval/flags_1",
+        "eperm/root_vs_nondumpable_root_writev",
+    ];
+    assert_eq!(ktap_names(&d), all);
+    assert_eq!(ktap_names(&d.join("eperm")), &all[2..]);
+    assert_eq!(
+        ktap_names(&d.join("eperm/root_vs_nondumpable_root_writev.yaml")),
+        &all[2..]
+    );
+    // The whole catalogue, copied: every name as in the original, none without its group.
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+    let copy = scratch("copy-all").join("cases-copy");
+    copy_tree(&cases, &copy);
+    let names = |p: &Path| -> Vec<String> {
+        pvmtest::runner::collect_named(&[p.to_path_buf()])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect()
+    };
+    let original = names(&cases);
+    assert_eq!(names(&copy), original);
+    assert!(original.iter().all(|n| n.contains('/')), "{original:?}");
+    // Without the marker, names are paths under the directory given.
+    let bare = scratch("bare").join("mine");
+    small_catalogue(&bare, false);
+    assert_eq!(ktap_names(&bare), all);
+    assert_eq!(
+        ktap_names(&bare.join("eperm")),
+        ["root_vs_nondumpable_root_writev"]
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Two cases with one name in one run: refused before anything runs, one line naming both
+/// files and the fix, exit 2.
+#[test]
+fn duplicate_names_are_refused() {
+    let d = scratch("dupes");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+        write(&d.join(sub), "same.yaml", GOOD);
+    }
+    write(&d.join("a"), "other.yml", GOOD);
+    write(&d.join("a"), "other.yaml", GOOD);
+    for (args, files) in [
+        (
+            vec![d.join("a/same.yaml"), d.join("b/same.yaml")],
+            ["a/same.yaml", "b/same.yaml"],
+        ),
+        (
+            vec![d.join("a"), d.join("b")],
+            ["a/other.yaml", "a/other.yml"],
+        ),
+    ] {
+        for cmd in ["run", "check"] {
+            let out = run(tagged("dupes").arg(cmd).args(&args));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+            assert_eq!(err.lines().count(), 1, "{cmd}: one line expected: {err}");
+            assert!(err.contains("two cases named"), "{err}");
+            assert!(err.contains("rename one"), "{err}");
+            for f in files {
+                assert!(err.contains(f), "{cmd}: {f} must be named: {err}");
+            }
+            assert!(
+                out.stdout.is_empty(),
+                "nothing runs: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    // The same file given twice is one case.
+    let out = run(Command::new(BIN)
+        .arg("check")
+        .arg(d.join("b"))
+        .arg(d.join("b/same.yaml")));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left("dupes");
+}

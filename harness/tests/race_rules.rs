@@ -194,7 +194,7 @@ fn bad_race_fields_are_refused_with_the_fix() {
         ),
         (
             case("    - {name: data, pages: 4, kind: memfd_shared}\n", "readv", "{base: data, len: 4*page}", "  action: exit\n").replace("description: t\n", "description: t\nrequires: {features: [memfd]}\n"),
-            "target.regions: `data` is `memfd_shared`: a race target maps anonymous regions only",
+            "target.regions[0].kind: `data` is `memfd_shared`: a race target maps anonymous regions only",
         ),
         (
             read("  action: exit\n").replace("target:\n", "target:\n  kind: thread\n"),

@@ -221,7 +221,7 @@ fn check_verdict_does_not_depend_on_the_user() {
         if want == 2 {
             assert!(
                 unpriv.stderr.contains(
-                    "root_only_pin.yaml:15: expect: the outcome depends on who runs the harness"
+                    "root_only_pin.yaml:15:1: expect: the outcome depends on who runs the harness"
                 ) && unpriv.stderr.contains("add `requires: {root: true}`"),
                 "{}",
                 unpriv.stderr

@@ -416,13 +416,20 @@ impl RunResults {
     }
 }
 
-/// Validates the cases on the host (nothing boots for a bad file), returning id →
-/// description.
-pub fn check_cases(paths: &[PathBuf]) -> Result<HashMap<String, String>> {
-    let files = pvmtest::runner::collect(paths).map_err(|e| Error::new(e.to_string()))?;
+/// Validates the cases on the host (nothing boots for a bad file, nor for two files with one
+/// name), returning the files with their names and name → description. `filters`: `--filter`
+/// globs (pvmtest's syntax, `pvmtest::filter`): only the matching cases are validated and
+/// packed into the initramfs; a filter that matches no case is an error.
+pub fn check_cases(
+    paths: &[PathBuf],
+    filters: &[String],
+) -> Result<(Vec<pvmtest::runner::Found>, HashMap<String, String>)> {
+    let files = pvmtest::runner::collect_named(paths).map_err(|e| Error::new(e.to_string()))?;
+    let files = pvmtest::filter::select(files, filters).map_err(Error::new)?;
     let mut out = HashMap::new();
-    for f in files {
-        let plan = pvmtest::runner::load(&f).map_err(|e| Error::new(e.to_string()))?;
+    for f in &files {
+        let plan =
+            pvmtest::runner::load_named(&f.path, &f.name).map_err(|e| Error::new(e.to_string()))?;
         out.insert(plan.id.clone(), plan.description.clone());
     }
     if out.is_empty() {
@@ -435,11 +442,11 @@ pub fn check_cases(paths: &[PathBuf]) -> Result<HashMap<String, String>> {
                 .join(", ")
         )));
     }
-    Ok(out)
+    Ok((files, out))
 }
 
 /// Everything `run` and `compare` do after choosing kernels: filter, validate, fetch, build,
-/// boot. `filters`: `--filter` globs (see [`matrix::filter_cases`]).
+/// boot. `filters`: `--filter` globs (see [`check_cases`]).
 pub fn run_selected(
     common: &Common,
     sel: &[Selected],
@@ -452,8 +459,7 @@ pub fn run_selected(
     } else {
         cases.to_vec()
     };
-    let cases = matrix::filter_cases(&cases, filters)?;
-    let descriptions = check_cases(&cases)?;
+    let (files, descriptions) = check_cases(&cases, filters)?;
     let qemu = boot::find_qemu()?;
     let ui = Ui::new(sel);
     let prepared = fetch_all(common, sel, &ui)?;
@@ -466,7 +472,7 @@ pub fn run_selected(
                 "cannot make a scratch directory: {e} (check $TMPDIR)"
             ))
         })?;
-    let fs = matrix::run_initramfs(&harness, &cases, 1, Duration::from_secs(60))?;
+    let fs = matrix::run_initramfs(&harness, &files, 1, Duration::from_secs(60))?;
     let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
     let mut opts = RunOptions::new(qemu, work.path().to_path_buf());
     opts.accel = choose_accel(common, &opts.qemu, &prepared[0], &harness, work.path())?;

@@ -123,9 +123,9 @@ impl Initramfs {
         Ok(())
     }
 
-    /// Every path in the archive, sorted.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.nodes.keys().map(String::as_str)
+    /// Whether the archive holds `path` (a file, directory or symlink).
+    pub fn has(&self, path: &str) -> bool {
+        self.nodes.contains_key(&Self::norm(path))
     }
 
     pub fn len(&self) -> usize {

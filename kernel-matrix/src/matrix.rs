@@ -261,49 +261,29 @@ pub fn default_cases() -> PathBuf {
     workspace_root().map_or(here, |w| w.join("cases"))
 }
 
-/// The guest path for a host case directory or file: the part after the last `cases`
-/// component (so case ids stay `group/name`), under /cases.
-fn guest_case_path(host: &Path) -> String {
-    let comps: Vec<String> = host
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let rel: Vec<String> = match comps.iter().rposition(|c| c == "cases") {
-        Some(i) => comps[i + 1..].to_vec(),
-        None => comps.last().cloned().into_iter().collect(),
-    };
-    format!("/cases/{}", rel.join("/"))
-}
-
-/// What `--filter GLOB` leaves of the case paths (pvmtest's glob syntax, `pvmtest::filter`):
-/// the paths as given without filters, else the matching case files one by one, so only they
-/// are validated and packed into the initramfs (each keeps its `group/name` id in the guest,
-/// see [`guest_case_path`]). A filter that matches no case is an error.
-pub fn filter_cases(cases: &[PathBuf], filters: &[String]) -> Result<Vec<PathBuf>> {
-    if filters.is_empty() {
-        return Ok(cases.to_vec());
-    }
-    let files = pvmtest::runner::collect(cases).map_err(|e| Error::new(e.to_string()))?;
-    pvmtest::filter::select(files, filters).map_err(Error::new)
+/// The guest path of a case named `name`: /cases/NAME.yaml, under a catalogue marker at
+/// /cases, so the guest names every case as the host did however the host found it.
+fn guest_case_path(name: &str) -> String {
+    format!("/cases/{name}.yaml")
 }
 
 /// The initramfs for `kernel-matrix run`: the harness as /init, the cases, the task.
 pub fn run_initramfs(
     harness: &Path,
-    cases: &[PathBuf],
+    cases: &[pvmtest::runner::Found],
     jobs: usize,
     case_timeout: Duration,
 ) -> Result<Initramfs> {
     let mut fs = Initramfs::new();
     fs.file("/init", harness)?;
     fs.dir("/cases");
+    fs.bytes(
+        &format!("/cases/{}", pvmtest::runner::CATALOGUE_MARKER),
+        b"pvmtest case catalogue root (case names are paths under it)\n".to_vec(),
+        0o644,
+    );
     for c in cases {
-        let at = guest_case_path(c);
-        if c.is_dir() {
-            fs.tree(&at, c, &[])?;
-        } else {
-            fs.file(&at, c)?;
-        }
+        fs.file(&guest_case_path(&c.name), &c.path)?;
     }
     let cfg = GuestConfig {
         task: Task::Run {
@@ -552,48 +532,61 @@ mod tests {
         }
     }
 
+    /// `--filter`: only the matching cases are packed, each at its host name.
     #[test]
     fn a_filter_packs_only_the_matching_cases() {
         let root = crate::matrix::workspace_root().unwrap().join("cases");
-        let sel = filter_cases(
+        let (sel, _) = crate::cli::check_cases(
             std::slice::from_ref(&root),
             &["eperm/caller_*".into(), "*/flags_1".into()],
         )
         .unwrap();
         let fs = run_initramfs(Path::new("/bin/true"), &sel, 1, Duration::from_secs(1)).unwrap();
-        let packed: Vec<&str> = fs.paths().filter(|p| p.ends_with(".yaml")).collect();
-        assert!(
-            packed.contains(&"/cases/eperm/caller_gid_differs.yaml"),
-            "{packed:?}"
-        );
-        assert!(packed.contains(&"/cases/einval/flags_1.yaml"), "{packed:?}");
-        assert!(packed.contains(&"/cases/compat/flags_1.yaml"), "{packed:?}");
-        assert!(
-            packed
-                .iter()
-                .all(|p| p.starts_with("/cases/eperm/caller_") || p.ends_with("/flags_1.yaml")),
-            "{packed:?}"
-        );
-        // No filter: the directory as given.
-        assert_eq!(
-            filter_cases(std::slice::from_ref(&root), &[]).unwrap(),
-            vec![root.clone()]
-        );
-        let e = filter_cases(&[root], &["nope/*".into()]).unwrap_err();
+        for want in [
+            "/cases/eperm/caller_gid_differs.yaml",
+            "/cases/einval/flags_1.yaml",
+            "/cases/compat/flags_1.yaml",
+        ] {
+            assert!(fs.has(want), "{want}");
+        }
+        assert!(!fs.has("/cases/eperm/matching_ids_readv.yaml"));
+        assert!(sel
+            .iter()
+            .all(|f| f.name.starts_with("eperm/caller_") || f.name.ends_with("/flags_1")));
+        let e = crate::cli::check_cases(&[root], &["nope/*".into()]).unwrap_err();
         assert!(
             e.0.starts_with("--filter 'nope/*' matches none of the "),
             "{e}"
         );
     }
 
+    /// The guest finds each case where [`run_initramfs`] puts it, next to the marker it
+    /// writes, and names it as the host did, whatever directory the host found it in.
     #[test]
-    fn guest_paths_keep_case_ids() {
-        assert_eq!(guest_case_path(Path::new("/w/cases")), "/cases/");
-        assert_eq!(guest_case_path(Path::new("cases/yama")), "/cases/yama");
-        assert_eq!(guest_case_path(Path::new("/x/mine")), "/cases/mine");
-        assert_eq!(
-            guest_case_path(Path::new("/w/cases/zero/a.yaml")),
-            "/cases/zero/a.yaml"
-        );
+    fn guest_names_cases_as_the_host_did() {
+        let host = tempfile::tempdir().unwrap();
+        let mine = host.path().join("mine");
+        std::fs::create_dir_all(mine.join("grp")).unwrap();
+        std::fs::write(mine.join("grp/a.yaml"), "x").unwrap();
+        std::fs::write(mine.join("b.yml"), "x").unwrap();
+        let found = pvmtest::runner::collect_named(&[mine]).unwrap();
+        let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["b", "grp/a"]);
+        let fs = run_initramfs(Path::new("/bin/true"), &found, 1, Duration::from_secs(1)).unwrap();
+        let guest = tempfile::tempdir().unwrap();
+        for f in &found {
+            let at = guest
+                .path()
+                .join(guest_case_path(&f.name).trim_start_matches('/'));
+            assert!(fs.has(&guest_case_path(&f.name)), "{}", f.name);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(at, "x").unwrap();
+        }
+        let marker = format!("/cases/{}", pvmtest::runner::CATALOGUE_MARKER);
+        assert!(fs.has(&marker));
+        std::fs::write(guest.path().join(&marker[1..]), "").unwrap();
+        let guest_found = pvmtest::runner::collect_named(&[guest.path().join("cases")]).unwrap();
+        let guest_names: Vec<&str> = guest_found.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(guest_names, names);
     }
 }
