@@ -83,9 +83,14 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
             ));
         }
     }
+    // Who runs the harness decides pidns and userfaultfd; a pin fixes the Yama state itself.
+    // Neither counts for a pin, whichever of kernel and machine decides it here.
     let unmet_features = || {
         r.features
             .iter()
+            .filter(|f| {
+                harness || !matches!(f, Feature::Pidns | Feature::Userfaultfd | Feature::Yama)
+            })
             .map(|f| (f, feature(*f, plan, facts)))
             .filter(|(_, (ok, _))| !ok)
     };
@@ -116,12 +121,8 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
             return machine(format!("needs arch {a}"));
         }
     }
-    for (f, (_, what)) in unmet_features() {
-        // Who runs the harness decides the first two; the pin fixes the Yama state itself.
-        let harness_only = matches!(f, Feature::Pidns | Feature::Userfaultfd | Feature::Yama);
-        if harness || !harness_only {
-            return machine(format!("needs {what}"));
-        }
+    if let Some((_, (_, what))) = unmet_features().next() {
+        return machine(format!("needs {what}"));
     }
     None
 }
@@ -799,6 +800,9 @@ mod tests {
         n.userfaultfd = false;
         assert_eq!(at(&p, &r).map(|x| x.0), Some(SkipBy::Kernel));
         assert_eq!(at(&p, &n).map(|x| x.0), Some(SkipBy::Machine));
+        // Neither stops `pvmtest check` judging a pin, for root or anyone else.
+        assert_eq!(unmet_for_pin(&p, &r), None);
+        assert_eq!(unmet_for_pin(&p, &n), None);
     }
 
     /// `uncovered` against a bitmap over small intervals, in pseudo-random orders.
