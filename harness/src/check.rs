@@ -9,8 +9,36 @@ use crate::facts::Facts;
 use crate::model::{self, Prediction};
 use crate::plan::{Expected, Plan, Region, Side};
 
+/// What decided that a case cannot run: the kernel, or this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipBy {
+    /// The kernel's series or build (`min_kernel`, `max_kernel`, a syscall or mapping the
+    /// kernel has or lacks): the same wherever that kernel runs, so a per-series snapshot
+    /// records it.
+    Kernel,
+    /// Who runs the harness (root, capabilities, a PID namespace, unprivileged userfaultfd,
+    /// credentials that change the pinned outcome) or how the host is set up (Yama, its scope,
+    /// huge pages, THP, a container's PID namespace, the architecture). Another user or host
+    /// with the same kernel runs the case, so a snapshot never records such a skip.
+    Machine,
+}
+
+/// Why a case cannot run here and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmet {
+    pub reason: String,
+    pub by: SkipBy,
+}
+
 /// Why a case cannot run here, or `None` when it can.
 pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
+    unmet(plan, facts, true).map(|u| u.reason)
+}
+
+/// [`unmet_requirement`] with what decided it. The kernel's requirements are checked before
+/// the machine's, so a case the kernel excludes gives the same reason for every user and host.
+pub fn unmet_here(plan: &Plan, facts: &Facts) -> Option<Unmet> {
     unmet(plan, facts, true)
 }
 
@@ -20,24 +48,28 @@ pub fn unmet_requirement(plan: &Plan, facts: &Facts) -> Option<String> {
 /// Yama scope, which the pin fixes itself ([`check_pin`]): `pvmtest check` gives the same
 /// verdict for every user.
 pub fn unmet_for_pin(plan: &Plan, facts: &Facts) -> Option<String> {
-    unmet(plan, facts, false)
+    unmet(plan, facts, false).map(|u| u.reason)
 }
 
 /// `harness`: also the requirements on the harness's privileges and the Yama scope.
-fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<String> {
+fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
     let r = &plan.requires;
-    if harness && r.root && !facts.is_root() {
-        return Some("needs root (run as uid 0)".into());
-    }
-    for (name, bit) in &r.caps {
-        if harness && !facts.creds.effective.has(*bit) {
-            return Some(format!("needs {name}"));
-        }
-    }
+    let kernel = |reason: String| {
+        Some(Unmet {
+            reason,
+            by: SkipBy::Kernel,
+        })
+    };
+    let machine = |reason: String| {
+        Some(Unmet {
+            reason,
+            by: SkipBy::Machine,
+        })
+    };
     let v = (facts.version.0, facts.version.1);
     if let Some(min) = r.min_kernel {
         if v < min {
-            return Some(format!(
+            return kernel(format!(
                 "needs kernel >= {}.{}, this is {}.{}",
                 min.0, min.1, v.0, v.1
             ));
@@ -45,72 +77,122 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<String> {
     }
     if let Some(max) = r.max_kernel {
         if v > max {
-            return Some(format!(
+            return kernel(format!(
                 "needs kernel <= {}.{}, this is {}.{}",
                 max.0, max.1, v.0, v.1
             ));
         }
     }
+    // Who runs the harness decides pidns and userfaultfd; a pin fixes the Yama state itself.
+    // Neither counts for a pin, whichever of kernel and machine decides it here.
+    let unmet_features = || {
+        r.features
+            .iter()
+            .filter(|f| {
+                harness || !matches!(f, Feature::Pidns | Feature::Userfaultfd | Feature::Yama)
+            })
+            .map(|f| (f, feature(*f, plan, facts)))
+            .filter(|(_, (ok, _))| !ok)
+    };
+    if let Some((_, (_, what))) =
+        unmet_features().find(|(f, _)| feature_by(**f, facts) == SkipBy::Kernel)
+    {
+        return kernel(format!("needs {what}"));
+    }
+    if harness && r.root && !facts.is_root() {
+        return machine("needs root (run as uid 0)".into());
+    }
+    for (name, bit) in &r.caps {
+        if harness && !facts.creds.effective.has(*bit) {
+            return machine(format!("needs {name}"));
+        }
+    }
     if let Some(want) = r.yama_scope.filter(|_| harness) {
         match facts.yama_scope {
-            None => return Some("needs the Yama LSM".into()),
+            None => return machine("needs the Yama LSM".into()),
             Some(have) if have != want => {
-                return Some(format!("needs Yama ptrace_scope {want}, this is {have}"))
+                return machine(format!("needs Yama ptrace_scope {want}, this is {have}"))
             }
             Some(_) => {}
         }
     }
     if let Some(a) = &r.arch {
         if *a != facts.arch {
-            return Some(format!("needs arch {a}"));
+            return machine(format!("needs arch {a}"));
         }
     }
-    for f in &r.features {
-        let (ok, what) = match f {
-            Feature::Compat => (
-                facts.compat,
-                "the int 0x80 compat entry (CONFIG_IA32_EMULATION)",
-            ),
-            Feature::Thp => (facts.thp, "transparent huge pages"),
-            Feature::Memfd => (facts.memfd, "memfd_create"),
-            Feature::Yama => (facts.yama_scope.is_some(), "the Yama LSM"),
-            Feature::Pidns => (facts.pidns, "CAP_SYS_ADMIN to create a PID namespace"),
-            Feature::Kthreadd => (
-                facts.kthreadd,
-                "pid 2 to be kthreadd (not in a PID namespace)",
-            ),
-            Feature::Secretmem => (
-                facts.secretmem,
-                "memfd_secret (5.14+, CONFIG_SECRETMEM; 6.1 also needs secretmem.enable=1)",
-            ),
-            Feature::GuardPages => (facts.guard_pages, "MADV_GUARD_INSTALL (6.13+)"),
-            Feature::Mseal => (facts.mseal, "mseal (6.10+)"),
-            Feature::Hugetlb => (
-                facts.hugepages_free >= plan.hugetlb_pages(),
-                "free hugetlb pages (HugePages_Free in /proc/meminfo; set vm.nr_hugepages)",
-            ),
-            Feature::VsyscallXonly => (
-                facts.vsyscall != crate::facts::Vsyscall::Emulate,
-                "vsyscall=xonly or none (this kernel emulates the vsyscall page, whose contents are not modelled)",
-            ),
-            Feature::Userfaultfd => (
-                facts.userfaultfd,
-                "userfaultfd with UFFD_FEATURE_SIGBUS (CONFIG_USERFAULTFD; without root also vm.unprivileged_userfaultfd=1)",
-            ),
-            Feature::Vdso => (facts.vdso.is_some(), "a [vdso] mapping"),
-            Feature::Vvar => (facts.vvar.is_some(), "a [vvar] mapping"),
-            Feature::VvarVclock => (
-                facts.vvar_vclock.is_some(),
-                "a [vvar_vclock] mapping (the generic vDSO datastore, newer than 6.12)",
-            ),
-        };
-        // Who runs the harness decides the first two; the pin fixes the Yama state itself.
-        let harness_only = matches!(f, Feature::Pidns | Feature::Userfaultfd | Feature::Yama);
-        if !ok && (harness || !harness_only) {
-            return Some(format!("needs {what}"));
-        }
+    if let Some((_, (_, what))) = unmet_features().next() {
+        return machine(format!("needs {what}"));
     }
     None
+}
+
+/// Whether the feature holds here, and what it is.
+fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
+    match f {
+        Feature::Compat => (
+            facts.compat,
+            "the int 0x80 compat entry (CONFIG_IA32_EMULATION)",
+        ),
+        Feature::Thp => (facts.thp, "transparent huge pages"),
+        Feature::Memfd => (facts.memfd, "memfd_create"),
+        Feature::Yama => (facts.yama_scope.is_some(), "the Yama LSM"),
+        Feature::Pidns => (facts.pidns, "CAP_SYS_ADMIN to create a PID namespace"),
+        Feature::Kthreadd => (
+            facts.kthreadd,
+            "pid 2 to be kthreadd (not in a PID namespace)",
+        ),
+        Feature::Secretmem => (
+            facts.secretmem,
+            "memfd_secret (5.14+, CONFIG_SECRETMEM; 6.1 also needs secretmem.enable=1)",
+        ),
+        Feature::GuardPages => (facts.guard_pages, "MADV_GUARD_INSTALL (6.13+)"),
+        Feature::Mseal => (facts.mseal, "mseal (6.10+)"),
+        Feature::Hugetlb => (
+            facts.hugepages_free >= plan.hugetlb_pages(),
+            "free hugetlb pages (HugePages_Free in /proc/meminfo; set vm.nr_hugepages)",
+        ),
+        Feature::VsyscallXonly => (
+            facts.vsyscall != crate::facts::Vsyscall::Emulate,
+            "vsyscall=xonly or none (this kernel emulates the vsyscall page, whose contents are not modelled)",
+        ),
+        Feature::Userfaultfd => (
+            facts.userfaultfd,
+            "userfaultfd with UFFD_FEATURE_SIGBUS (CONFIG_USERFAULTFD; without root also vm.unprivileged_userfaultfd=1)",
+        ),
+        Feature::Vdso => (facts.vdso.is_some(), "a [vdso] mapping"),
+        Feature::Vvar => (facts.vvar.is_some(), "a [vvar] mapping"),
+        Feature::VvarVclock => (
+            facts.vvar_vclock.is_some(),
+            "a [vvar_vclock] mapping (the generic vDSO datastore, newer than 6.12)",
+        ),
+    }
+}
+
+/// What decides whether a missing feature is missing: the kernel's series and build (boot
+/// options of the kernel included: the matrix boots each series the same way), or the
+/// machine — a sysctl, sysfs or the pool of huge pages, a container, who runs the harness.
+/// userfaultfd is the kernel's as root (CONFIG_USERFAULTFD), the machine's otherwise
+/// (vm.unprivileged_userfaultfd).
+fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
+    match f {
+        Feature::Compat
+        | Feature::Memfd
+        | Feature::Secretmem
+        | Feature::GuardPages
+        | Feature::Mseal
+        | Feature::VsyscallXonly
+        | Feature::Vdso
+        | Feature::Vvar
+        | Feature::VvarVclock => SkipBy::Kernel,
+        Feature::Userfaultfd if facts.is_root() => SkipBy::Kernel,
+        Feature::Thp
+        | Feature::Yama
+        | Feature::Pidns
+        | Feature::Kthreadd
+        | Feature::Hugetlb
+        | Feature::Userfaultfd => SkipBy::Machine,
+    }
 }
 
 /// The harness a pin describes: root with every capability when the case requires root
@@ -661,6 +743,58 @@ mod tests {
             pin_not_checkable_here(&plan, &f).as_deref(),
             Some("the pin (4096) describes a harness running as root with every capability; as root without CAP_SYS_PTRACE the model predicts EPERM (perm_dumpable: target is not dumpable)")
         );
+    }
+
+    /// A case the kernel excludes skips with the kernel's reason whoever runs it, so the
+    /// snapshot of that series records it; only what the machine decides (root, Yama, huge
+    /// pages, unprivileged userfaultfd) is a machine skip.
+    #[test]
+    fn skips_say_whether_the_kernel_or_the_machine_decided() {
+        let case = |requires: &str| {
+            let y = nondumpable(&format!("requires: {requires}\n"), "4096");
+            let y = &y[..y.find("expect:").unwrap()];
+            load_str("t.yaml", "t", y).unwrap()
+        };
+        let root = Facts::example((6, 12, 0));
+        let nobody = unprivileged_facts();
+        let at = |plan: &Plan, f: &Facts| unmet_here(plan, f).map(|u| (u.by, u.reason));
+        let k = |r: &str| Some((SkipBy::Kernel, r.to_string()));
+        let m = |r: &str| Some((SkipBy::Machine, r.to_string()));
+
+        let p = case("{root: true, min_kernel: \"6.13\"}");
+        for f in [&root, &nobody] {
+            assert_eq!(at(&p, f), k("needs kernel >= 6.13, this is 6.12"));
+        }
+        let p = case("{root: true}");
+        assert_eq!(at(&p, &root), None);
+        assert_eq!(at(&p, &nobody), m("needs root (run as uid 0)"));
+
+        // A kernel feature is checked before a machine one, whatever the declared order.
+        let p = case("{features: [yama, hugetlb, mseal]}");
+        let mut bare = root.clone();
+        bare.yama_scope = None;
+        bare.hugepages_free = 0;
+        assert_eq!(at(&p, &bare), m("needs the Yama LSM"));
+        bare.mseal = false;
+        assert_eq!(at(&p, &bare), k("needs mseal (6.10+)"));
+        let p = case("{features: [hugetlb]}");
+        bare.mseal = true;
+        assert_eq!(
+            at(&p, &bare).map(|x| x.0),
+            Some(SkipBy::Machine),
+            "huge pages are the host's pool"
+        );
+
+        // userfaultfd: the kernel's build for root, a sysctl for anyone else.
+        let p = case("{features: [userfaultfd]}");
+        let (mut r, mut n) = (root.clone(), nobody.clone());
+        r.userfaultfd = false;
+        n.userfaultfd = false;
+        assert_eq!(at(&p, &r).map(|x| x.0), Some(SkipBy::Kernel));
+        assert_eq!(at(&p, &n).map(|x| x.0), Some(SkipBy::Machine));
+        // Neither stops `pvmtest check` judging a pin, for root or anyone else.
+        assert_eq!(unmet_for_pin(&p, &r), None);
+        assert_eq!(unmet_for_pin(&p, &n), None);
     }
 
     /// `uncovered` against a bitmap over small intervals, in pseudo-random orders.

@@ -157,6 +157,7 @@ pub fn json_result(r: &CaseResult) -> serde_json::Value {
         "case": r.plan.id,
         "status": r.status,
         "reason": r.reason,
+        "skip_by": r.skip_by,
         "expected": r.prediction.as_ref().map(|p| p.result_string()),
         "observed": r.observed.map(result_string),
         "decided_by": r.prediction.as_ref().map(|p| p.decided_by),
@@ -397,6 +398,32 @@ pub fn explain(
         ));
     }
     (out, disagrees)
+}
+
+/// The reason of a skip this machine decided ([`crate::check::SkipBy::Machine`]: who runs the
+/// harness, how the host is set up), from one entry of `run --format json`; `None` for any
+/// other result. The snapshot tests do not hold such a result against `snapshots/<series>/`,
+/// which records what the series' kernel did: another user or host runs the case. An empty
+/// reason comes back as `""` for the caller to reject.
+pub fn machine_skip(v: &serde_json::Value) -> Option<String> {
+    (v["status"].as_str() == Some("skip") && v["skip_by"].as_str() == Some("machine"))
+        .then(|| v["reason"].as_str().unwrap_or_default().to_string())
+}
+
+/// `reason (n), reason (n)`, most frequent first, for one summary line.
+pub fn count_reasons(reasons: &[String]) -> String {
+    let mut n: Vec<(&str, usize)> = Vec::new();
+    for r in reasons {
+        match n.iter_mut().find(|(x, _)| *x == r.as_str()) {
+            Some(e) => e.1 += 1,
+            None => n.push((r.as_str(), 1)),
+        }
+    }
+    n.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    n.iter()
+        .map(|(r, c)| format!("{r} ({c})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What an insta snapshot holds for one case on one kernel series: names and counts only

@@ -248,6 +248,8 @@ pub struct CaseResult {
     pub status: Status,
     /// Skip reason, failure detail or setup error.
     pub reason: Option<String>,
+    /// For a skip: whether the kernel or this machine decided it (check::SkipBy).
+    pub skip_by: Option<check::SkipBy>,
     pub prediction: Option<Prediction>,
     pub observed: Option<Result<u64, i32>>,
     pub pid: Option<i32>,
@@ -263,6 +265,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         plan: plan.clone(),
         status: Status::Skip,
         reason: None,
+        skip_by: None,
         prediction: None,
         observed: None,
         pid: None,
@@ -271,8 +274,9 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
     };
     let pred = model::predict(plan, facts);
     res.prediction = Some(pred.clone());
-    if let Some(why) = check::unmet_requirement(plan, facts) {
-        res.reason = Some(why);
+    if let Some(u) = check::unmet_here(plan, facts) {
+        res.reason = Some(u.reason);
+        res.skip_by = Some(u.by);
         res.duration = start.elapsed();
         return res;
     }
@@ -287,6 +291,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
     }
     if let Some(why) = check::pin_not_checkable_here(plan, facts) {
         res.reason = Some(why);
+        res.skip_by = Some(check::SkipBy::Machine);
         res.duration = start.elapsed();
         return res;
     }

@@ -145,6 +145,8 @@ call:
     );
     let shared = Shared::new(Caller::room(&p)).unwrap();
     let target = Evolving::start_laid(TIMEOUT, false, &layout(&p), &shared).unwrap();
+    // Until the target has mapped `data`, a call meets an unmapped range (EFAULT).
+    target.laid().unwrap();
     let mut caller = Caller::start(&p, &shared, CallerOpts::default(), TIMEOUT).unwrap();
     for _ in 0..3 {
         let c = caller.call(target.pid, 0).unwrap();
