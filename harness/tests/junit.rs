@@ -147,6 +147,7 @@ fn every_status_and_hostile_text_survive_the_parser() {
             plan: p,
             status,
             reason: reason.map(str::to_string),
+            skip_by: None,
             prediction: Some(pred.clone()),
             observed,
             pid: None,

@@ -191,6 +191,7 @@ fn every_status_and_awkward_reasons_pass_the_kernels_parser() {
             plan: p,
             status,
             reason: reason.map(str::to_string),
+            skip_by: None,
             prediction: Some(pred.clone()),
             observed: (status == Status::Fail).then_some(Err(libc::EFAULT)),
             pid: None,
