@@ -711,3 +711,43 @@ impl Ui {
         let _ = std::io::stderr().flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(dir: &Path, sub: &str, version: &str) -> Selected {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let p = dir.join(sub).join("bzImage");
+        std::fs::write(&p, crate::image::synthetic_bzimage(version, 4096)).unwrap();
+        matrix::select_image(&ImageArg {
+            name: None,
+            path: p,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn compare_tells_two_builds_of_one_release_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let a = local(d.path(), "a", "6.12.107 (me@box) #1 SMP");
+        let b = local(d.path(), "b", "6.12.107 (me@box) #2 SMP");
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("bzImage", "bzImage"));
+        let (x, y) = compare_pair(a.clone(), b).unwrap();
+        assert_eq!(
+            (x.id.as_str(), y.id.as_str()),
+            ("baseline-bzImage", "candidate-bzImage")
+        );
+        let e = compare_pair(a.clone(), local(d.path(), "c", "6.12.107 (me@box) #1 SMP"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a/bzImage") && e.contains("c/bzImage"), "{e}");
+        assert!(e.contains("are the same image (sha256 "), "{e}");
+        let list = kernels::builtin();
+        let deb = matrix::select(&list, &["6.1".into()], &[], None).unwrap();
+        let e = compare_pair(deb[0].clone(), deb[0].clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("same kernel (6.1)"), "{e}");
+    }
+}
