@@ -15,6 +15,7 @@
 //! a little-endian u32 after every format (scripts/Makefile.lib, `size_append`).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -313,6 +314,7 @@ fn cached_or_extract(
         }
         if let (Some(now), Some(size), Some(mtime)) = (size_mtime(&elf), meta.size, meta.mtime_ns) {
             if now == (size, mtime) {
+                touch(&meta_path);
                 return Ok(elf);
             }
         }
@@ -320,6 +322,7 @@ fn cached_or_extract(
         cache::discard(&meta_path);
     }
     let bz = std::fs::read(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
+    evict(&cache.root.join("vmlinux"), KEEP, Duration::from_secs(3600));
     let meta = match extract(&bz).and_then(|v| pvh_entry(&v).map(|_| v)) {
         Ok(v) => {
             write(&dir, &elf, &v).map_err(|e| e.to_string())?;
@@ -343,6 +346,40 @@ fn cached_or_extract(
     match meta.reason {
         Some(r) => Err(r),
         None => Ok(elf),
+    }
+}
+
+/// Extracted kernels kept: the five of kernels.yaml and a developer's recent builds. Each is
+/// 50–60 MB, and every rebuilt tree is a new image.
+const KEEP: usize = 12;
+
+/// Marks an entry as used (its meta.json's mtime), for [`evict`].
+fn touch(meta: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(meta) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Removes the least recently used entries beyond `keep`, but none used within `grace`:
+/// another run may be about to boot it.
+fn evict(root: &Path, keep: usize, grace: Duration) {
+    let mut entries: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let used = std::fs::metadata(e.path().join("meta.json"))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            (used, e.path())
+        })
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let now = SystemTime::now();
+    for (used, dir) in entries.into_iter().skip(keep) {
+        if now.duration_since(used).is_ok_and(|age| age > grace) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -506,6 +543,42 @@ mod tests {
         assert_eq!(
             boot_image(&cache, &img, "abc"),
             BootImage::BzImage { reason }
+        );
+    }
+
+    #[test]
+    fn least_recently_used_entries_go_past_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let day = Duration::from_secs(86400);
+        for (k, age) in [("a", 3), ("b", 1), ("c", 2), ("d", 0)] {
+            std::fs::create_dir_all(root.join(k)).unwrap();
+            let meta = root.join(k).join("meta.json");
+            std::fs::write(&meta, "{}").unwrap();
+            let f = std::fs::File::options().append(true).open(&meta).unwrap();
+            f.set_modified(SystemTime::now() - day * age).unwrap();
+        }
+        // Keep two: the two least recently used (a, c) go.
+        evict(root, 2, Duration::from_secs(3600));
+        let mut left: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b", "d"]);
+        // Keep none, but nothing is older than the grace: nothing goes. Then only "d", used
+        // within the hour, stays.
+        evict(root, 0, day * 2);
+        assert_eq!(std::fs::read_dir(root).unwrap().count(), 2);
+        evict(root, 0, Duration::from_secs(3600));
+        assert_eq!(
+            std::fs::read_dir(root)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>(),
+            ["d"]
         );
     }
 
