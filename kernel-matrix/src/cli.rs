@@ -8,7 +8,9 @@
 use crate::boot::{self, Accel};
 use crate::fetch::{FetchConfig, FetchEvent};
 use crate::kernels::{self, KernelEntry};
-use crate::matrix::{self, KernelResult, Prepared, RunOptions, Selected, Shard, VmEvent};
+use crate::matrix::{
+    self, ImageArg, KernelResult, Prepared, RunOptions, Selected, Shard, Source, VmEvent,
+};
 use crate::{report, Error, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -99,9 +101,10 @@ pub enum Command {
         /// A kernel id from the list (repeatable; default: all of them).
         #[arg(long = "kernel", value_name = "ID")]
         kernel: Vec<String>,
-        /// A bzImage from your own build (repeatable); its version is read from the image.
-        #[arg(long = "kernel-image", value_name = "PATH")]
-        kernel_image: Vec<PathBuf>,
+        /// A bzImage from your own build (repeatable), named NAME in reports (default: its
+        /// file name); its release and build are read from the image.
+        #[arg(long = "kernel-image", value_name = "[NAME=]PATH")]
+        kernel_image: Vec<ImageArg>,
         /// Case files or directories (default: cases/).
         #[arg(long = "cases", value_name = "PATH")]
         cases: Vec<PathBuf>,
@@ -126,10 +129,10 @@ pub enum Command {
     Compare {
         #[command(flatten)]
         common: Common,
-        /// Kernel id or bzImage path.
+        /// Kernel id or bzImage as [NAME=]PATH.
         #[arg(long)]
         baseline: String,
-        /// Kernel id or bzImage path.
+        /// Kernel id or bzImage as [NAME=]PATH.
         #[arg(long)]
         candidate: String,
         #[arg(long = "cases", value_name = "PATH")]
@@ -164,8 +167,8 @@ pub enum Command {
         /// A kernel id (repeatable; default: all of them).
         #[arg(long = "kernel", value_name = "ID")]
         kernel: Vec<String>,
-        #[arg(long = "kernel-image", value_name = "PATH")]
-        kernel_image: Vec<PathBuf>,
+        #[arg(long = "kernel-image", value_name = "[NAME=]PATH")]
+        kernel_image: Vec<ImageArg>,
         /// Where the YAML of mismatching cases is written.
         #[arg(long, value_name = "DIR", default_value = "fuzz-mismatches")]
         out: PathBuf,
@@ -280,28 +283,34 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 v.pop()
                     .ok_or_else(|| Error::new(format!("'{s}' selects no kernel")))
             };
-            let (b, c) = (pick(&baseline)?, pick(&candidate)?);
-            if b.id == c.id {
-                return Err(Error::new(format!(
-                    "--baseline and --candidate are the same kernel ({}); compare two different ones",
-                    b.id
-                )));
-            }
-            let results = run_selected(&common, &[b, c], &cases, &filter, None)?;
+            let (b, c) = compare_pair(pick(&baseline)?, pick(&candidate)?)?;
+            let results = run_selected_checked(&common, &[b, c], &cases, &filter, None, &|p| {
+                same_image(&p[0], &p[1])
+            })?;
             let ks = &results.kernels;
             if let Some(dir) = report_dir {
                 report::write_dir(&dir, ks, &|c| results.describe(c))?;
             }
             let diffs = report::differences(ks);
             for k in ks {
+                println!("{}", report::kernel_header(k, false));
+            }
+            for k in ks {
                 println!("{}", report::kernel_line(k));
             }
-            println!(
-                "\n{} case(s) changed between {} and {}:",
-                diffs.len(),
-                ks[0].kernel.id,
-                ks[1].kernel.id
-            );
+            if diffs.is_empty() {
+                println!(
+                    "\nno case changed between {} and {}",
+                    ks[0].kernel.id, ks[1].kernel.id
+                );
+            } else {
+                println!(
+                    "\n{} case(s) changed between {} and {}:",
+                    diffs.len(),
+                    ks[0].kernel.id,
+                    ks[1].kernel.id
+                );
+            }
             let w = ks.iter().map(|k| k.kernel.id.len()).max().unwrap_or(0);
             for (case, per) in &diffs {
                 let call = per
@@ -386,15 +395,69 @@ fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-/// A command-line kernel argument: a known id, or a path to a bzImage.
-pub fn id_or_image(list: &[KernelEntry], s: &str) -> Result<(Vec<String>, Vec<PathBuf>)> {
+/// A command-line kernel argument: a known id, or a bzImage as `[NAME=]PATH`.
+pub fn id_or_image(list: &[KernelEntry], s: &str) -> Result<(Vec<String>, Vec<ImageArg>)> {
     if list.iter().any(|e| e.id == s) {
         return Ok((vec![s.to_string()], vec![]));
     }
-    if s.contains('/') || Path::new(s).is_file() {
-        return Ok((vec![], vec![PathBuf::from(s)]));
+    let img: ImageArg = s.parse().map_err(Error::new)?;
+    if img.name.is_some() || s.contains('/') || Path::new(s).is_file() {
+        return Ok((vec![], vec![img]));
     }
     kernels::find(list, s).map(|_| (vec![], vec![]))
+}
+
+/// `compare`'s two kernels. They are the same kernel only when they are the same list
+/// entry or their images have the same contents (a patched build keeps its release); two
+/// different images whose ids collide (both `bzImage`) are told apart as
+/// `baseline-ID`/`candidate-ID`.
+pub fn compare_pair(mut b: Selected, mut c: Selected) -> Result<(Selected, Selected)> {
+    if let (
+        Source::Local {
+            path: pb,
+            sha256: hb,
+        },
+        Source::Local {
+            path: pc,
+            sha256: hc,
+        },
+    ) = (&b.source, &c.source)
+    {
+        if hb == hc {
+            return Err(Error::new(format!(
+                "--baseline {} and --candidate {} are the same image (sha256 {hb}); compare two different builds",
+                pb.display(),
+                pc.display()
+            )));
+        }
+    }
+    if b.id == c.id {
+        if matches!(
+            (&b.source, &c.source),
+            (Source::Debian(_), Source::Debian(_))
+        ) {
+            return Err(Error::new(format!(
+                "--baseline and --candidate are the same kernel ({}); compare two different ones",
+                b.id
+            )));
+        }
+        b.id = format!("baseline-{}", b.id);
+        c.id = format!("candidate-{}", c.id);
+    }
+    Ok((b, c))
+}
+
+/// After fetching: a Debian kernel and a local copy of its image are one kernel too.
+fn same_image(b: &Prepared, c: &Prepared) -> Result<()> {
+    if b.sha256 == c.sha256 {
+        return Err(Error::new(format!(
+            "--baseline {} and --candidate {} are the same image (sha256 {}); compare two different builds",
+            b.image.display(),
+            c.image.display(),
+            b.sha256
+        )));
+    }
+    Ok(())
 }
 
 pub fn load_list(path: Option<&Path>) -> Result<Vec<KernelEntry>> {
@@ -454,6 +517,18 @@ pub fn run_selected(
     filters: &[String],
     vms: Option<usize>,
 ) -> Result<RunResults> {
+    run_selected_checked(common, sel, cases, filters, vms, &|_| Ok(()))
+}
+
+/// [`run_selected`], with `check` on the fetched kernels before anything boots.
+pub fn run_selected_checked(
+    common: &Common,
+    sel: &[Selected],
+    cases: &[PathBuf],
+    filters: &[String],
+    vms: Option<usize>,
+    check: &dyn Fn(&[Prepared]) -> Result<()>,
+) -> Result<RunResults> {
     let cases = if cases.is_empty() {
         vec![matrix::default_cases()]
     } else {
@@ -463,6 +538,15 @@ pub fn run_selected(
     let qemu = boot::find_qemu()?;
     let ui = Ui::new(sel);
     let prepared = fetch_all(common, sel, &ui)?;
+    check(&prepared)?;
+    for p in &prepared {
+        if let Some(why) = &p.bzimage_reason {
+            ui.say(&format!(
+                "{}: booting the bzImage, not its vmlinux: {why}",
+                p.id
+            ));
+        }
+    }
     let harness = matrix::guest_harness(common.harness.as_deref())?;
     let work = tempfile::Builder::new()
         .prefix("kernel-matrix-")
@@ -546,7 +630,7 @@ pub fn choose_accel(
                 0o644,
             );
             let initrd = matrix::write_initramfs(&fs, work, "probe.cpio")?;
-            let kvm = boot::kvm_works(qemu, &kernel.image, &initrd, &work.join("kvm-probe"));
+            let kvm = boot::kvm_works(qemu, &kernel.boot_image, &initrd, &work.join("kvm-probe"));
             let _ = crate::cache::write_atomic(
                 &stamp,
                 serde_json::json!({"key": key, "kvm": kvm})
@@ -645,5 +729,45 @@ impl Ui {
     pub fn clear(&self) {
         let _ = self.multi.clear();
         let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(dir: &Path, sub: &str, version: &str) -> Selected {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let p = dir.join(sub).join("bzImage");
+        std::fs::write(&p, crate::image::synthetic_bzimage(version, 4096)).unwrap();
+        matrix::select_image(&ImageArg {
+            name: None,
+            path: p,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn compare_tells_two_builds_of_one_release_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let a = local(d.path(), "a", "6.12.107 (me@box) #1 SMP");
+        let b = local(d.path(), "b", "6.12.107 (me@box) #2 SMP");
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("bzImage", "bzImage"));
+        let (x, y) = compare_pair(a.clone(), b).unwrap();
+        assert_eq!(
+            (x.id.as_str(), y.id.as_str()),
+            ("baseline-bzImage", "candidate-bzImage")
+        );
+        let e = compare_pair(a.clone(), local(d.path(), "c", "6.12.107 (me@box) #1 SMP"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a/bzImage") && e.contains("c/bzImage"), "{e}");
+        assert!(e.contains("are the same image (sha256 "), "{e}");
+        let list = kernels::builtin();
+        let deb = matrix::select(&list, &["6.1".into()], &[], None).unwrap();
+        let e = compare_pair(deb[0].clone(), deb[0].clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("same kernel (6.1)"), "{e}");
     }
 }

@@ -74,7 +74,7 @@ pub fn exec(common: &Common, kernel: Option<String>, argv: &[String]) -> Result<
         .tempdir()
         .map_err(|e| Error::new(format!("cannot make a scratch directory: {e}")))?;
     let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
-    let mut vm = VmConfig::new(qemu, k.image.clone(), initrd, work.path().join("vm"));
+    let mut vm = VmConfig::new(qemu, k.boot_image.clone(), initrd, work.path().join("vm"));
     vm.accel = cli::choose_accel(common, &vm.qemu, k, &harness, work.path())?;
     vm.memory_mib = common.memory_mib;
     vm.timeout = Duration::from_secs(common.timeout);

@@ -26,6 +26,11 @@ pub struct ImageInfo {
     pub release: String,
     /// "6.1"
     pub series: String,
+    /// What `uname -v` prints (UTS_VERSION: build number, flags, date): "#1 SMP
+    /// PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-01)". arch/x86/boot/version.c writes the
+    /// header string as `UTS_RELEASE " (" LINUX_COMPILE_BY "@" LINUX_COMPILE_HOST ") "
+    /// UTS_VERSION`; empty when the string has no `#`.
+    pub build: String,
 }
 
 /// Reads the header of a bzImage file.
@@ -99,11 +104,23 @@ pub fn inspect_bytes(data: &[u8], what: &str) -> Result<ImageInfo> {
             "its version string '{version_string}' does not start with a kernel release"
         ))
     })?;
+    let build = build_of(&version_string);
     Ok(ImageInfo {
         version_string,
         release,
         series,
+        build,
     })
+}
+
+/// The `uname -v` part of a version string: from the first `#` that starts a word.
+pub fn build_of(version_string: &str) -> String {
+    version_string
+        .match_indices(" #")
+        .next()
+        .map_or(String::new(), |(i, _)| {
+            version_string[i + 1..].trim().to_string()
+        })
 }
 
 /// "6.12.107+deb13-cloud-amd64" -> "6.12".
@@ -151,6 +168,10 @@ mod tests {
         assert_eq!(info.version_string, V);
         assert_eq!(info.release, "6.1.0-50-cloud-amd64");
         assert_eq!(info.series, "6.1");
+        assert_eq!(
+            info.build,
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-01)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bzImage");
         std::fs::write(&p, synthetic_bzimage("7.3.4+deb13-cloud-amd64 #1", 0)).unwrap();
@@ -213,6 +234,16 @@ mod tests {
         for n in 0..0x210 {
             assert!(inspect_bytes(&good[..n], "x").is_err());
         }
+    }
+
+    #[test]
+    fn build_string_is_what_uname_v_prints() {
+        assert_eq!(
+            build_of("6.12.9 (me@box) (gcc 14.2, GNU ld 2.44) #3 SMP PREEMPT Sat Jan  4 10:00:00 UTC 2026"),
+            "#3 SMP PREEMPT Sat Jan  4 10:00:00 UTC 2026"
+        );
+        assert_eq!(build_of("7.3.4+deb13-cloud-amd64 #1"), "#1");
+        assert_eq!(build_of("6.1.0-x (a#b@c)"), "");
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod initramfs;
 pub mod kernels;
 pub mod matrix;
 pub mod report;
+pub mod vmlinux;
 
 pub use error::{Error, Result};

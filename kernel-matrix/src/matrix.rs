@@ -8,7 +8,7 @@ use crate::boot::{self, Accel, VmConfig};
 use crate::fetch::{self, FetchConfig, FetchEvent};
 use crate::initramfs::Initramfs;
 use crate::kernels::{self, KernelEntry};
-use crate::{image, Error, Result};
+use crate::{image, vmlinux, Error, Result};
 use pvmtest::guest::{GuestConfig, Line, Task};
 use serde::Serialize;
 use serde_json::Value;
@@ -20,8 +20,12 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum Source {
     Debian(KernelEntry),
-    /// A bzImage from a developer's tree (`--kernel-image`).
-    Local(PathBuf),
+    /// A bzImage from a developer's tree (`--kernel-image`), and its SHA-256: two images are
+    /// the same kernel only if their contents are, whatever their release says.
+    Local {
+        path: PathBuf,
+        sha256: String,
+    },
 }
 
 /// A kernel chosen for this run, before its image exists locally.
@@ -41,20 +45,84 @@ pub struct Prepared {
     pub version: String,
     /// What `uname -r` will say.
     pub release: String,
+    /// What `uname -v` will say: build number, flags and date.
+    pub build: String,
     /// The image's full version string (compiler, build date).
     pub version_string: String,
     /// `debian:<package>` or `local:<path>`.
     pub origin: String,
     pub image: PathBuf,
+    /// SHA-256 of `image`.
+    pub sha256: String,
+    /// What QEMU boots: the vmlinux extracted from `image` into the cache, or `image`.
+    pub boot_image: PathBuf,
+    /// Why `image` itself boots (no vmlinux with a PVH entry), if it does.
+    pub bzimage_reason: Option<String>,
+}
+
+/// `--kernel-image [NAME=]PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageArg {
+    /// The matrix id; from the file name when not given.
+    pub name: Option<String>,
+    pub path: PathBuf,
+}
+
+/// Characters of a kernel id: it names report files and VM directories.
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')
+}
+
+impl std::str::FromStr for ImageArg {
+    type Err = String;
+    /// `NAME=PATH` when the part before the first `=` is a valid id, else all of it is a path
+    /// (a path may contain `=`).
+    fn from_str(s: &str) -> std::result::Result<ImageArg, String> {
+        if s.is_empty() {
+            return Err("--kernel-image needs a path: [NAME=]PATH".into());
+        }
+        match s.split_once('=') {
+            Some((name, path)) if !name.is_empty() && name.chars().all(id_char) => {
+                if path.is_empty() {
+                    return Err(format!("--kernel-image {s}: no path after '{name}='"));
+                }
+                Ok(ImageArg {
+                    name: Some(name.to_string()),
+                    path: PathBuf::from(path),
+                })
+            }
+            _ => Ok(ImageArg {
+                name: None,
+                path: PathBuf::from(s),
+            }),
+        }
+    }
+}
+
+impl ImageArg {
+    /// The id: NAME, else the file name with characters other than letters, digits and
+    /// `._+-` replaced by `_`.
+    pub fn id(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let base = self
+            .path
+            .file_name()
+            .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+        base.chars()
+            .map(|c| if id_char(c) { c } else { '_' })
+            .collect()
+    }
 }
 
 /// Chooses kernels: `ids` from the list (all when both `ids` and `images` are empty) and
-/// every `--kernel-image`, then keeps this shard's share. Errors for unknown ids and bad
-/// images, before anything is fetched.
+/// every `--kernel-image`, then keeps this shard's share. Errors for unknown ids, bad
+/// images and two kernels with one id, before anything is fetched.
 pub fn select(
     list: &[KernelEntry],
     ids: &[String],
-    images: &[PathBuf],
+    images: &[ImageArg],
     shard: Option<Shard>,
 ) -> Result<Vec<Selected>> {
     let mut out = Vec::new();
@@ -70,12 +138,16 @@ pub fn select(
     for id in ids {
         kernels::find(list, id)?;
     }
-    for p in images {
-        let info = image::inspect(p)?;
-        out.push(Selected {
-            id: local_id(&info.release),
-            source: Source::Local(p.clone()),
-        });
+    for img in images {
+        out.push(select_image(img)?);
+    }
+    for (k, s) in out.iter().enumerate() {
+        let Some(first) = out[..k].iter().find(|o| o.id == s.id) else {
+            continue;
+        };
+        if let Some(e) = id_collision(first, s) {
+            return Err(e);
+        }
     }
     let mut seen = std::collections::BTreeSet::new();
     out.retain(|s| seen.insert(s.id.clone()));
@@ -85,9 +157,43 @@ pub fn select(
     })
 }
 
-/// A local image's matrix id: its release, so reports name the build.
-pub fn local_id(release: &str) -> String {
-    format!("local-{release}")
+/// A `--kernel-image`, checked and hashed.
+pub fn select_image(img: &ImageArg) -> Result<Selected> {
+    image::inspect(&img.path)?;
+    let (_, sha256) = crate::cache::sha256_file(&img.path).map_err(|e| {
+        Error::new(format!(
+            "cannot read kernel image {}: {e} (check the path)",
+            img.path.display()
+        ))
+    })?;
+    Ok(Selected {
+        id: img.id(),
+        source: Source::Local {
+            path: img.path.clone(),
+            sha256,
+        },
+    })
+}
+
+/// The error for a second kernel with the id of an earlier one; `None` when it is the same
+/// Debian kernel named twice, which runs once.
+fn id_collision(first: &Selected, again: &Selected) -> Option<Error> {
+    let what = |s: &Selected| match &s.source {
+        Source::Debian(e) => format!("--kernel {}", e.id),
+        Source::Local { path, .. } => format!("--kernel-image {}", path.display()),
+    };
+    if matches!(
+        (&first.source, &again.source),
+        (Source::Debian(_), Source::Debian(_))
+    ) {
+        return None;
+    }
+    Some(Error::new(format!(
+        "{} and {} both have the id '{}'; name the images apart with --kernel-image NAME=PATH",
+        what(first),
+        what(again),
+        again.id
+    )))
 }
 
 /// `--shard I/N`: the I-th of N deterministic slices (1-based) of the kernels, in list
@@ -159,33 +265,46 @@ fn prepare_one(
     cfg: &FetchConfig,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<Prepared> {
-    match &sel.source {
+    let mut p = match &sel.source {
         Source::Debian(entry) => {
             let k = fetch::ensure_kernel(entry, cfg, progress)?;
-            Ok(Prepared {
+            Prepared {
                 id: sel.id.clone(),
                 series: entry.id.clone(),
                 version: k.version,
                 release: k.info.release,
+                build: k.info.build,
                 version_string: k.info.version_string,
                 origin: format!("debian:{}", k.package),
+                boot_image: k.image.clone(),
                 image: k.image,
-            })
+                sha256: k.sha256,
+                bzimage_reason: None,
+            }
         }
-        Source::Local(path) => {
+        Source::Local { path, sha256 } => {
             let info = image::inspect(path)?;
-            progress(FetchEvent::Cached);
-            Ok(Prepared {
+            Prepared {
                 id: sel.id.clone(),
                 series: info.series,
                 version: info.release.clone(),
                 release: info.release,
+                build: info.build,
                 version_string: info.version_string,
                 origin: format!("local:{}", path.display()),
                 image: path.clone(),
-            })
+                boot_image: path.clone(),
+                sha256: sha256.clone(),
+                bzimage_reason: None,
+            }
         }
+    };
+    match vmlinux::boot_image(&cfg.cache, &p.image, &p.sha256) {
+        vmlinux::BootImage::Elf(elf) => p.boot_image = elf,
+        vmlinux::BootImage::BzImage { reason } => p.bzimage_reason = Some(reason),
     }
+    progress(FetchEvent::Cached);
+    Ok(p)
 }
 
 /// The static pvmtest that becomes the guest's `/init`: `$PVMTEST_GUEST_HARNESS`, else built
@@ -430,7 +549,7 @@ fn run_one(
     progress(&k.id, VmEvent::Booting);
     let mut cfg = VmConfig::new(
         opts.qemu.clone(),
-        k.image.clone(),
+        k.boot_image.clone(),
         initrd.to_path_buf(),
         opts.workdir.join(format!("vm-{}", k.id)),
     );
@@ -558,6 +677,118 @@ mod tests {
             e.0.starts_with("--filter 'nope/*' matches none of the "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn image_args_name_or_file_name() {
+        let a: ImageArg = "patched=/src/a/arch/x86/boot/bzImage".parse().unwrap();
+        assert_eq!(a.name.as_deref(), Some("patched"));
+        assert_eq!(a.path, PathBuf::from("/src/a/arch/x86/boot/bzImage"));
+        assert_eq!(a.id(), "patched");
+        let b: ImageArg = "/tmp/A.bzImage".parse().unwrap();
+        assert_eq!((b.name.clone(), b.id()), (None, "A.bzImage".to_string()));
+        // A path with '=' in it, or whose part before '=' is no id, stays a path.
+        let c: ImageArg = "/tmp/x=y/bzImage".parse().unwrap();
+        assert_eq!((c.name.clone(), c.id()), (None, "bzImage".to_string()));
+        let d: ImageArg = "my kernel.img".parse().unwrap();
+        assert_eq!(d.id(), "my_kernel.img");
+        assert!("name=".parse::<ImageArg>().unwrap_err().contains("no path"));
+        assert!("".parse::<ImageArg>().is_err());
+    }
+
+    fn two_builds(dir: &Path) -> (PathBuf, PathBuf) {
+        // One release, two builds: what a one-line patch to a tree gives.
+        let v = "6.12.107 (me@box) #1 SMP PREEMPT_DYNAMIC Sat Dec  5 10:00:00 UTC 2026";
+        let w = "6.12.107 (me@box) #2 SMP PREEMPT_DYNAMIC Sat Dec  5 11:00:00 UTC 2026";
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        std::fs::create_dir_all(dir.join("b")).unwrap();
+        let (a, b) = (dir.join("a/bzImage"), dir.join("b/bzImage"));
+        std::fs::write(&a, crate::image::synthetic_bzimage(v, 4096)).unwrap();
+        std::fs::write(&b, crate::image::synthetic_bzimage(w, 4096)).unwrap();
+        (a, b)
+    }
+
+    fn arg(s: String) -> ImageArg {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn images_of_one_release_are_different_kernels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_builds(dir.path());
+        let list = kernels::builtin();
+        let sel = select(
+            &list,
+            &["6.1".into()],
+            &[
+                arg(format!("base={}", a.display())),
+                arg(format!("patched={}", b.display())),
+            ],
+            None,
+        )
+        .unwrap();
+        let ids: Vec<&str> = sel.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["6.1", "base", "patched"]);
+        let sha = |s: &Selected| match &s.source {
+            Source::Local { sha256, .. } => sha256.clone(),
+            Source::Debian(_) => String::new(),
+        };
+        assert_eq!(sha(&sel[1]).len(), 64);
+        assert_ne!(sha(&sel[1]), sha(&sel[2]));
+        // Prepared kernels carry release, build and hash.
+        let cfg = FetchConfig::new(
+            crate::archive::Mirror::new("http://127.0.0.1:9/debian").unwrap(),
+            crate::cache::Cache::new(dir.path().join("cache")),
+        );
+        let p = prepare(&sel[1..], &cfg, &|_, _| {}).unwrap();
+        assert_eq!(p[0].release, p[1].release);
+        assert_eq!(
+            p[0].build,
+            "#1 SMP PREEMPT_DYNAMIC Sat Dec  5 10:00:00 UTC 2026"
+        );
+        assert_eq!(p[1].build.get(..2), Some("#2"));
+        assert_eq!(p[0].sha256, sha(&sel[1]));
+        // Not a real kernel: it boots (or rather fails) as a bzImage, with the reason.
+        assert_eq!(p[0].boot_image, a);
+        assert!(p[0].bzimage_reason.is_some());
+    }
+
+    #[test]
+    fn colliding_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_builds(dir.path());
+        let list = kernels::builtin();
+        let e = select(
+            &list,
+            &[],
+            &[arg(a.display().to_string()), arg(b.display().to_string())],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "--kernel-image {} and --kernel-image {} both have the id 'bzImage'; name the images apart with --kernel-image NAME=PATH",
+                a.display(),
+                b.display()
+            )
+        );
+        let e = select(
+            &list,
+            &["6.1".into()],
+            &[arg(format!("6.1={}", a.display()))],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--kernel 6.1 and --kernel-image ") && e.contains("the id '6.1'"),
+            "{e}"
+        );
+        // A list kernel named twice is one kernel.
+        let sel = select(&list, &["6.1".into(), "6.1".into()], &[], None).unwrap();
+        assert_eq!(sel.len(), 1);
     }
 
     /// The guest finds each case where [`run_initramfs`] puts it, next to the marker it

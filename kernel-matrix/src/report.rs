@@ -130,7 +130,13 @@ pub fn table(kernels: &[KernelResult], colour: bool) -> String {
     let all = outcomes(kernels);
     let w = all.keys().map(String::len).max().unwrap_or(4).max(4);
     let cols: Vec<usize> = kernels.iter().map(|k| k.kernel.id.len().max(11)).collect();
-    let mut out = format!("{:w$}", "case");
+    let mut out = String::new();
+    for k in kernels {
+        out.push_str(&kernel_header(k, false));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(&format!("{:w$}", "case"));
     for (k, c) in kernels.iter().zip(&cols) {
         out.push_str(&format!("  {:>c$}", k.kernel.id));
     }
@@ -160,6 +166,24 @@ pub fn table(kernels: &[KernelResult], colour: bool) -> String {
     out
 }
 
+/// Which kernel exactly: `6.1: 6.1.0-50-cloud-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1
+/// (2026-07-02), sha256 3f2a…` — the first 12 hex digits of the image's SHA-256 unless
+/// `full_sha`.
+pub fn kernel_header(k: &KernelResult, full_sha: bool) -> String {
+    let p = &k.kernel;
+    let sha = if full_sha {
+        &p.sha256
+    } else {
+        &p.sha256[..p.sha256.len().min(12)]
+    };
+    let build = if p.build.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", p.build)
+    };
+    format!("{}: {}{build}, sha256 {sha}", p.id, p.release)
+}
+
 /// `6.1 (6.1.176-1, tcg): boot 3.0 s, run 11.1 s: 250 pass, 0 fail, 20 skip, 0 broken`.
 pub fn kernel_line(k: &KernelResult) -> String {
     let s = &k.summary;
@@ -185,8 +209,8 @@ pub fn kernel_line(k: &KernelResult) -> String {
 pub fn ktap(k: &KernelResult) -> String {
     let mut out = String::from("KTAP version 1\n");
     out.push_str(&format!(
-        "# kernel: {} ({})\n",
-        k.kernel.release, k.kernel.version
+        "# kernel: {} ({})\n# build: {}\n# sha256: {}\n",
+        k.kernel.release, k.kernel.version, k.kernel.build, k.kernel.sha256
     ));
     if let Some(f) = &k.failure {
         out.push_str(&format!("# kernel broken: {f}\n"));
@@ -229,14 +253,16 @@ pub fn json(kernels: &[KernelResult]) -> String {
 /// report.md. `describe` gives a case's description, for explaining differences.
 pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<String>) -> String {
     let mut out = String::from("# pvmtest kernel matrix\n\n");
-    out.push_str("## Kernels\n\n| id | version | release | accel | status | boot s | run s | pass | fail | skip | broken |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("## Kernels\n\n| id | version | release | build | sha256 | accel | status | boot s | run s | pass | fail | skip | broken |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for k in kernels {
         let s = &k.summary;
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |\n",
             k.kernel.id,
             k.kernel.version,
             k.kernel.release,
+            k.kernel.build,
+            &k.kernel.sha256[..k.kernel.sha256.len().min(12)],
             k.accel.name(),
             k.status,
             k.boot_s.map_or("-".into(), |b| format!("{b:.1}")),
@@ -250,8 +276,8 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
     out.push_str("\nImages:\n\n");
     for k in kernels {
         out.push_str(&format!(
-            "- **{}**: {} — `{}`\n",
-            k.kernel.id, k.kernel.origin, k.kernel.version_string
+            "- **{}**: {} — `{}` — sha256 `{}`\n",
+            k.kernel.id, k.kernel.origin, k.kernel.version_string, k.kernel.sha256
         ));
     }
     for k in kernels.iter().filter(|k| k.failure.is_some()) {
@@ -382,9 +408,13 @@ mod tests {
                 series: id.into(),
                 version: format!("{id}.1-1"),
                 release: format!("{id}.0-1-cloud-amd64"),
+                build: "#1 SMP".into(),
                 version_string: format!("{id}.0-1-cloud-amd64 (x) #1 SMP"),
                 origin: "debian:x".into(),
                 image: "/cache/vmlinuz".into(),
+                sha256: format!("{:0>64}", id.replace('.', "")),
+                boot_image: "/cache/vmlinux".into(),
+                bzimage_reason: None,
             },
             accel: Accel::Tcg,
             status: "ok",

@@ -239,3 +239,40 @@ fn filter_matching_no_case() {
     .unwrap();
     one_line_error(out, &["--filter 'eprem/*' matches none of the"]);
 }
+
+/// Two local images: the same contents are one kernel, so `compare` refuses them naming both
+/// paths; two files that `run` would both call `bzImage` need names.
+#[test]
+fn same_image_and_colliding_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let img = kernel_matrix::image::synthetic_bzimage("6.12.107 (me@box) #1 SMP", 4096);
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(d.path().join(sub)).unwrap();
+        std::fs::write(d.path().join(sub).join("bzImage"), &img).unwrap();
+    }
+    let (a, b) = (d.path().join("a/bzImage"), d.path().join("b/bzImage"));
+    let out = km(&["compare", "--baseline"])
+        .arg(&a)
+        .arg("--candidate")
+        .arg(&b)
+        .output()
+        .unwrap();
+    one_line_error(
+        out,
+        &[
+            &format!("--baseline {}", a.display()),
+            &format!("--candidate {}", b.display()),
+            "are the same image (sha256 ",
+        ],
+    );
+    let out = km(&["run", "--kernel-image"])
+        .arg(&a)
+        .arg("--kernel-image")
+        .arg(&b)
+        .output()
+        .unwrap();
+    one_line_error(
+        out,
+        &["both have the id 'bzImage'", "--kernel-image NAME=PATH"],
+    );
+}
