@@ -682,8 +682,8 @@ impl RaceReport {
             String::new()
         };
         format!(
-            "{} runs (call ~{} µs): {}{torn}",
-            self.done,
+            "{} (call ~{} µs): {}{torn}",
+            crate::words::count(self.done, "run", "runs"),
             self.call_us,
             parts.join(", ")
         )

@@ -70,7 +70,10 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
         }
     }
     let s = Summary::of(results);
-    out.push_str(&format!("\nkernel {kernel}: {} cases\n", results.len()));
+    out.push_str(&format!(
+        "\nkernel {kernel}: {}\n",
+        crate::words::count_usize(results.len(), "case", "cases")
+    ));
     out.push_str(&format!(
         "pvmtest: {} passed, {} failed, {} skipped\n",
         s.pass, s.fail, s.skip
@@ -212,9 +215,9 @@ pub fn explain(
     if let Some(race) = &plan.race {
         let allowed = crate::race::allowed(plan, facts, &race.racer);
         out.push_str(&format!(
-            "\nrace: the target does `{}` during the call, {} runs; allowed: {}\n",
+            "\nrace: the target does `{}` during the call, {}; allowed: {}\n",
             race.racer.describe(),
-            race.runs,
+            crate::words::count(race.runs, "run", "runs"),
             allowed.names().join(", ")
         ));
     }
