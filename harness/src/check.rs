@@ -627,11 +627,12 @@ fn describe_diff(
         .map(|s| format!(" ({s})"))
         .unwrap_or_default();
     format!(
-        "{} region {} {what} byte {at}: kernel left {:#04x}{looks}, model expects {:#04x}{should}; {count} bytes differ",
+        "{} region {} {what} byte {at}: kernel left {:#04x}{looks}, model expects {:#04x}{should}; {}",
         side_name(d.side),
         d.name,
         got[at],
         want[at],
+        crate::words::count_usize(count, "byte differs", "bytes differ"),
     )
 }
 

@@ -276,8 +276,8 @@ fn corpus(dir: &std::path::Path, paths: Vec<PathBuf>) -> i32 {
         written += 1;
     }
     println!(
-        "{written} of {} cases encoded into {}",
-        files.len(),
+        "{written} of {} encoded into {}",
+        crate::words::count_usize(files.len(), "case", "cases"),
         dir.display()
     );
     0

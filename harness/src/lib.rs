@@ -30,3 +30,4 @@ pub mod race;
 pub mod report;
 pub mod runner;
 pub mod sys;
+pub mod words;

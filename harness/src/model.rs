@@ -501,7 +501,7 @@ impl<'a> Model<'a> {
                 "local_import",
                 format!(
                     "1 segment, imported as ITER_UBUF (__import_iovec_ubuf → import_ubuf: {} after the MAX_RW_COUNT clamp, then access_ok passes)",
-                    plural(len, "byte")
+                    crate::words::count(len, "byte", "bytes")
                 ),
             );
             return Ok(vec![(base, len)]);
@@ -533,9 +533,9 @@ impl<'a> Model<'a> {
             "local_import",
             format!(
                 "{} (import_iovec: count ≤ IOV_MAX, array read{}, no negative length, every base passes access_ok; {} after the MAX_RW_COUNT clamp)",
-                plural(n, "segment"),
+                crate::words::count(n, "segment", "segments"),
                 if elementwise { " element by element" } else { " whole" },
-                plural(total, "byte")
+                crate::words::count(total, "byte", "bytes")
             ),
         );
         Ok(out)
@@ -562,7 +562,7 @@ impl<'a> Model<'a> {
             "remote_import",
             format!(
                 "{} (iovec_from_user: count ≤ IOV_MAX, array read{}, no negative length; remote bases get no access_ok and no clamp)",
-                plural(n, "segment"),
+                crate::words::count(n, "segment", "segments"),
                 if elementwise { " element by element" } else { " whole" }
             ),
         );
@@ -775,19 +775,6 @@ pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> Credentials {
     }
 }
 
-/// `1 segment`, `2 segments`; `copy` → `copies`, `batch` → `batches`.
-pub fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else if let Some(stem) = word.strip_suffix('y') {
-        format!("{n} {stem}ies")
-    } else if word.ends_with("ch") || word.ends_with('s') {
-        format!("{n} {word}es")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
 /// The local iovec stream as `iov_iter` walks it.
 struct LocalStream {
     segs: Vec<(u64, u64)>,
@@ -931,9 +918,9 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
         let text = format!(
             "remote[{i}] {} len {rlen}: {} pinnable ({}, {}; pin_user_pages_remote{})",
             m.label(rbase),
-            plural(avail, "byte"),
-            plural(pages, "page"),
-            plural(batches, "pin batch"),
+            crate::words::count(avail, "byte", "bytes"),
+            crate::words::count(pages, "page", "pages"),
+            crate::words::count(batches, "pin batch", "pin batches"),
             if avail < rlen {
                 " stops at the first page check_vma_flags or the fault path refuses"
             } else {
@@ -996,8 +983,8 @@ fn run(m: &mut Model<'_>, copies: &mut Vec<Copy>) -> Outcome {
     }
     let text = format!(
         "moved {} in {} (process_vm_rw_pages: copy_page_to_iter / copy_page_from_iter on the local segments)",
-        plural(moved_total, "byte"),
-        plural(copies.len() as u64, "copy")
+        crate::words::count(moved_total, "byte", "bytes"),
+        crate::words::count(copies.len() as u64, "copy", "copies")
     );
     m.step("transfer", text);
     match err {

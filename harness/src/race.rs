@@ -653,7 +653,7 @@ impl RaceReport {
         };
         format!(
             "{} (call ~{} µs): {}{torn}",
-            crate::model::plural(self.done as u64, "run"),
+            crate::words::count(self.done, "run", "runs"),
             self.call_us,
             parts.join(", ")
         )

@@ -72,7 +72,7 @@ pub fn human(results: &[CaseResult], kernel: &str, colour: bool) -> String {
     let s = Summary::of(results);
     out.push_str(&format!(
         "\nkernel {kernel}: {}\n",
-        crate::model::plural(results.len() as u64, "case")
+        crate::words::count_usize(results.len(), "case", "cases")
     ));
     out.push_str(&format!(
         "pvmtest: {} passed, {} failed, {} skipped\n",
@@ -383,7 +383,7 @@ pub fn explain(
         out.push_str(&format!(
             "\nrace: the target does `{}` during the call, {}; allowed: {}\n",
             race.racer.describe(),
-            crate::model::plural(race.runs as u64, "run"),
+            crate::words::count(race.runs, "run", "runs"),
             allowed.names().join(", ")
         ));
     }

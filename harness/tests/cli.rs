@@ -77,6 +77,10 @@ fn good_case_passes_and_leaves_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("1 passed, 0 failed, 0 skipped"), "{stdout}");
+    assert!(
+        stdout.contains(": 1 case\n"),
+        "one case, singular: {stdout}"
+    );
     assert_nothing_left("good");
 }
 

@@ -256,7 +256,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
                         std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
                     print!("{}", report::table(kernels, colour));
                 }
-                Format::Json => print!("{}", report::json(kernels)),
+                Format::Json => {
+                    print!("{}", report::json(kernels));
+                    // The document is for a program; the person who started it sees the
+                    // summary on stderr.
+                    for k in kernels {
+                        eprintln!("{}", report::kernel_line(k));
+                    }
+                }
             }
             if let Some(dir) = report_dir {
                 report::write_dir(&dir, kernels, &|c| results.describe(c))?;
@@ -305,8 +312,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 );
             } else {
                 println!(
-                    "\n{} case(s) changed between {} and {}:",
-                    diffs.len(),
+                    "\n{} changed between {} and {}:",
+                    pvmtest::words::count_usize(diffs.len(), "case", "cases"),
                     ks[0].kernel.id,
                     ks[1].kernel.id
                 );
@@ -363,12 +370,16 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     .filter(|r| matches!(r["status"].as_str(), Some("fail") | Some("broken")))
                     .collect();
                 println!(
-                    "{}: {} generated cases (seed {seed}): {} pass, {} skip, {} mismatch{}",
+                    "{}: {} (seed {seed}): {} pass, {} skip, {}{}",
                     k.kernel.id,
-                    k.results.len(),
+                    pvmtest::words::count_usize(
+                        k.results.len(),
+                        "generated case",
+                        "generated cases"
+                    ),
                     k.summary.pass,
                     k.summary.skip,
-                    bad.len(),
+                    pvmtest::words::count_usize(bad.len(), "mismatch", "mismatches"),
                     k.failure
                         .as_ref()
                         .map_or(String::new(), |f| format!(" — KERNEL BROKEN: {f}"))
@@ -566,9 +577,8 @@ pub fn run_selected_checked(
         opts.vms = v.max(1);
     }
     let kernels = matrix::run(&prepared, &initrd, &opts, &|id, ev| ui.vm(id, ev));
-    for k in &kernels {
-        ui.say(&report::kernel_line(k));
-    }
+    // No summary lines here: every command prints them once with its own output (the
+    // table ends with them), and stdout and stderr usually share a terminal.
     ui.clear();
     Ok(RunResults {
         kernels,

@@ -614,7 +614,10 @@ fn run_one(
             let failure = o.failure.clone().or_else(|| match (o.exit, missing) {
                 (Some(2), _) => Some("the guest found invalid case files".to_string()),
                 (Some(c), _) if c > 2 => Some(format!("the guest harness exited with status {c}")),
-                (_, Some(n)) if n > 0 => Some(format!("{n} case(s) never reported")),
+                (_, Some(n)) if n > 0 => Some(format!(
+                    "{} never reported",
+                    pvmtest::words::count_usize(n, "case", "cases")
+                )),
                 (_, Some(_)) if res.total.is_none() => {
                     Some("the guest never reported its case count".to_string())
                 }

@@ -129,7 +129,18 @@ const RESET: &str = "\x1b[0m";
 pub fn table(kernels: &[KernelResult], colour: bool) -> String {
     let all = outcomes(kernels);
     let w = all.keys().map(String::len).max().unwrap_or(4).max(4);
-    let cols: Vec<usize> = kernels.iter().map(|k| k.kernel.id.len().max(11)).collect();
+    // Each column is as wide as its widest cell (`pass 4199304`), so columns stay aligned.
+    let cols: Vec<usize> = kernels
+        .iter()
+        .map(|k| {
+            all.values()
+                .filter_map(|per| per.get(&k.kernel.id))
+                .map(|o| o.short().len())
+                .chain([k.kernel.id.len(), "skip".len()])
+                .max()
+                .unwrap_or(4)
+        })
+        .collect();
     let mut out = String::new();
     for k in kernels {
         out.push_str(&kernel_header(k, false));
@@ -456,6 +467,35 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("differs from the model (0)"));
+    }
+
+    /// A cell wider than the kernel id (`pass 4199304`, 12 characters) widens its column
+    /// instead of pushing the rest of the row out of line.
+    #[test]
+    fn table_columns_fit_the_widest_cell() {
+        let a = kernel(
+            "5.10",
+            vec![r("g/big", "pass", "4199304"), r("g/short", "pass", "10")],
+        );
+        let mut s = r("g/big", "skip", "");
+        s["reason"] = json!("needs kernel >= 6.4");
+        let b = kernel("6.1", vec![s, r("g/short", "fail", "EFAULT")]);
+        let t = table(&[a, b], false);
+        // One header line per kernel, a blank line, then the rows.
+        let rows: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !l.is_empty())
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(rows.len(), 3, "{t}");
+        for row in &rows {
+            assert_eq!(row.len(), rows[0].len(), "rows of different widths:\n{t}");
+        }
+        assert!(rows[1].contains("  pass 4199304  "), "{t}");
+        assert!(rows[2].ends_with("  FAIL EFAULT"), "{t}");
+        let summaries = t.lines().filter(|l| l.contains(" pass, ")).count();
+        assert_eq!(summaries, 2, "one summary line per kernel:\n{t}");
     }
 
     #[test]
