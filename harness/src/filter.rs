@@ -10,23 +10,34 @@ use crate::runner::Found;
 
 /// Whether `name` matches `pattern` (see the module doc for the syntax).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
+    wildcard(pattern, name, true)
+}
+
+/// Shell-style wildcard match of the whole `text`: `*` is any run of characters and `?` one
+/// character; with `cross_slash` false neither matches a `/` (kernel-matrix's package paths:
+/// `boot/vmlinuz-*` must not reach into a subdirectory).
+pub fn wildcard(pattern: &str, text: &str, cross_slash: bool) -> bool {
     let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // Iterative wildcard matching: remember the last `*` and the name position it resumed at,
-    // and on a mismatch let that star swallow one more character.
-    let (mut pi, mut ni) = (0, 0);
+    let t: Vec<char> = text.chars().collect();
+    let wild = |c: char| cross_slash || c != '/';
+    // Iterative matching: remember the last `*` and the text position it resumed at, and on a
+    // mismatch let that star swallow one more character (no recursion on odd input).
+    let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
             pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
+        } else if pi < p.len() && (p[pi] == t[ti] || (p[pi] == '?' && wild(t[ti]))) {
             pi += 1;
-        } else if let Some((sp, sn)) = star {
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            if !wild(t[st]) {
+                return false;
+            }
             pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
+            ti = st + 1;
+            star = Some((sp, st + 1));
         } else {
             return false;
         }

@@ -156,30 +156,7 @@ pub fn is_series(s: &str) -> bool {
 /// Shell-style match where `*` is any run of characters and `?` one character, neither
 /// crossing `/`, so `boot/vmlinuz-*` cannot reach into a subdirectory.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Iterative matcher with one backtrack point: linear-ish and no recursion on odd input.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && (p[pi] == t[ti] || (p[pi] == '?' && t[ti] != '/')) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            if t[st] == '/' {
-                return false;
-            }
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    pvmtest::filter::wildcard(pattern, text, false)
 }
 
 // Line numbers for validation errors: serde has forgotten positions by then, so find the
