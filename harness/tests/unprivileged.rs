@@ -20,6 +20,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_pvmtest");
 const NOBODY: u32 = 65534;
 /// The catalogue takes about 20 s on two CPUs; this only bounds a hang.
 const TIMEOUT: Duration = Duration::from_secs(300);
+/// Held for writing while a binary is copied and for reading while a child is spawned: a fork
+/// of the test process made while the copy is open for writing would hold that descriptor
+/// at the copy's exec, which then fails with ETXTBSY ("Text file busy").
+static SPAWN: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -50,7 +54,10 @@ impl Scratch {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
         copy_tree(&src, &dir.join("cases"));
         let bin = dir.join("pvmtest");
-        std::fs::copy(BIN, &bin).unwrap();
+        {
+            let _no_fork = SPAWN.write().unwrap_or_else(|e| e.into_inner());
+            std::fs::copy(BIN, &bin).unwrap();
+        }
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         Scratch { dir, bin }
     }
@@ -97,9 +104,11 @@ fn run(bin: &Path, dir: &Path, args: &[&str], uid: Option<u32>) -> Out {
     if let Some(u) = uid {
         cmd.uid(u).gid(u);
     }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let mut child = {
+        let _no_copy = SPAWN.read().unwrap_or_else(|e| e.into_inner());
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()))
+    };
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let ro = std::thread::spawn(move || {
