@@ -2,8 +2,11 @@
 """Fetches and unpacks Debian's upstream kernel tarball (linux_X.Y.Z.orig.tar.xz) for a series,
 verified against the SHA-256 in the suite's Sources index, and prints the unpacked tree.
 
-Usage: scripts/fetch-debian-orig.py SERIES DIR [--suite SUITE] [--mirror URL]
+Usage: scripts/fetch-debian-orig.py SERIES DIR [--version V [--sha256 HEX]] [--suite S] [--mirror URL]
   SERIES  e.g. 6.12: the newest linux_6.12.*.orig.tar.xz the suite's Sources lists
+  --version V   exactly linux_V.orig.tar.xz (CI pins one, so its build cache stays warm)
+  --sha256 HEX  its SHA-256, used when the Sources index no longer lists V (and checked
+                against the index when it does)
   DIR     cache directory: Sources-<suite>.xz (re-checked after a day), the tarball, and the
           unpacked tree linux-X.Y.Z/ (unpacked once, then left alone: treat it as read-only)
 
@@ -58,6 +61,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("series")
     ap.add_argument("dir")
+    ap.add_argument("--version")
+    ap.add_argument("--sha256")
     ap.add_argument("--suite", default="trixie")
     ap.add_argument("--mirror", default=os.environ.get("PVMTEST_MIRROR", "http://deb.debian.org/debian"))
     a = ap.parse_args()
@@ -88,6 +93,16 @@ def main():
     except (OSError, EOFError, lzma.LZMAError) as e:
         os.remove(sources)
         die(f"{sources}: {e} (removed; run again)")
+    if a.version:
+        name = f"linux_{a.version}.orig.tar.xz"
+        if a.version in found:
+            if a.sha256 and a.sha256 != found[a.version][0]:
+                die(f"{name}: --sha256 {a.sha256} is not {found[a.version][0]} from {a.suite}'s Sources")
+            found = {a.version: found[a.version]}
+        elif a.sha256:
+            found = {a.version: (a.sha256, None, name)}
+        else:
+            die(f"{a.suite}'s Sources does not list {name} (give its --sha256, or drop --version)")
     if not found:
         die(f"{a.suite}'s Sources lists no linux_{a.series}.*.orig.tar.xz (pick another --suite or series)")
     version = max(found, key=version_key)
@@ -96,7 +111,7 @@ def main():
     if not os.path.exists(tarball) or sha256(tarball) != digest:
         download(f"{a.mirror}/pool/main/l/linux/{name}", tarball)
         got = sha256(tarball)
-        if got != digest or os.path.getsize(tarball) != size:
+        if got != digest or (size is not None and os.path.getsize(tarball) != size):
             os.remove(tarball)
             die(f"{name}: SHA-256 {got} is not {digest} from {a.suite}'s Sources (removed; run again)")
     tree = os.path.join(a.dir, f"linux-{version}")
