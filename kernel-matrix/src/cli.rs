@@ -327,29 +327,26 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
         } => {
             let list = load_list(common.kernels.as_deref())?;
-            // Source-tree sides are built first (validating everything before either build).
-            let cache = crate::cache::Cache::from_env(common.cache_dir.as_deref())?;
-            let case_dir = cases.first().cloned().unwrap_or_else(matrix::default_cases);
-            let built_b =
-                crate::compare::build_side(&baseline, &baseline_patch, &config, &cache, &case_dir)?;
-            let built_c = crate::compare::build_side(
-                &candidate,
-                &candidate_patch,
-                &config,
-                &cache,
-                &case_dir,
-            )?;
             let pick = |s: &str| -> Result<Selected> {
-                let built = if s == baseline { &built_b } else { &built_c };
-                if let Some(b) = built {
-                    return Ok(b.clone());
-                }
                 let (ids, imgs) = id_or_image(&list, s)?;
                 let mut v = matrix::select(&list, &ids, &imgs, None)?;
                 v.pop()
                     .ok_or_else(|| Error::new(format!("'{s}' selects no kernel")))
             };
-            let (b, c) = (pick(&baseline)?, pick(&candidate)?);
+            // Ids and images are checked, and source trees and patches read, before either
+            // side builds: a typo never waits for a kernel build.
+            let (pb, pc) = (
+                crate::compare::pre_side(&baseline, &baseline_patch, &pick)?,
+                crate::compare::pre_side(&candidate, &candidate_patch, &pick)?,
+            );
+            let cache = crate::cache::Cache::from_env(common.cache_dir.as_deref())?;
+            let case_dir = cases.first().cloned().unwrap_or_else(matrix::default_cases);
+            let side = |pre: Option<Selected>, s: &str, patches: &[PathBuf]| match pre {
+                Some(sel) => Ok(sel),
+                None => crate::compare::build_side(s, patches, &config, &cache, &case_dir),
+            };
+            let b = side(pb, &baseline, &baseline_patch)?;
+            let c = side(pc, &candidate, &candidate_patch)?;
             if b.id == c.id {
                 return Err(Error::new(format!(
                     "--baseline and --candidate are the same kernel ({}); compare two different ones",

@@ -15,23 +15,36 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A source-tree side built into an image, or `None` when `side` is not a directory (an id
-/// or an image path, left to the usual selection).
+/// A side that is not a source tree, selected by `pick` (an id or an image path); `None`
+/// for a source tree, whose tree and patches are checked here (it is built later).
+pub fn pre_side(
+    side: &str,
+    patches: &[PathBuf],
+    pick: &dyn Fn(&str) -> Result<Selected>,
+) -> Result<Option<Selected>> {
+    if Path::new(side).is_dir() {
+        build::detect_tree(Path::new(side))?;
+        for p in patches {
+            build::read_patch(p)?;
+        }
+        return Ok(None);
+    }
+    if !patches.is_empty() {
+        return Err(crate::Error::new(format!(
+            "'{side}' is not a source tree, so its patches cannot be applied (give a kernel source directory, or drop the --*-patch options for this side)"
+        )));
+    }
+    pick(side).map(Some)
+}
+
+/// A source-tree side built into an image.
 pub fn build_side(
     side: &str,
     patches: &[PathBuf],
     config: &ConfigChoice,
     cache: &Cache,
     cases: &Path,
-) -> Result<Option<Selected>> {
-    if !Path::new(side).is_dir() {
-        if !patches.is_empty() {
-            return Err(crate::Error::new(format!(
-                "'{side}' is not a source tree, so its patches cannot be applied (give a kernel source directory, or drop the --*-patch options for this side)"
-            )));
-        }
-        return Ok(None);
-    }
+) -> Result<Selected> {
     let req = BuildRequest {
         src: PathBuf::from(side),
         patches: patches.to_vec(),
@@ -47,10 +60,10 @@ pub fn build_side(
         built.release,
         built.seconds
     );
-    Ok(Some(Selected {
+    Ok(Selected {
         id: side_id(&built.release, &built.patch_names),
         source: Source::Local(built.image),
-    }))
+    })
 }
 
 /// `src-<release>` for an unpatched tree, `src-<release>+<patch stem>...` for a patched one.
