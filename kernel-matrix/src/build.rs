@@ -525,6 +525,13 @@ pub struct State {
     pub touched: Vec<String>,
     /// The configuration stamp obj/.config was made from.
     pub config: String,
+    /// The user's tree as last seen: the HEAD commit, or [`sync_farm`]'s stamp.
+    #[serde(default)]
+    pub source: String,
+    /// Patch set → the `source` its image under images/ was built from: a run that finds
+    /// its set built from the current source has nothing to compile.
+    #[serde(default)]
+    pub built: BTreeMap<String, String>,
 }
 
 fn read_state(path: &Path) -> State {
@@ -566,8 +573,10 @@ fn git_head(root: &Path) -> Result<String> {
 
 /// Makes `scratch` a hard-link farm of `src`: every regular file of `src` not in `private`
 /// is a link to the user's file (relinked when the user's file was replaced), every
-/// directory a real one. Files in `private` are left to the caller.
-pub fn sync_farm(src: &Path, scratch: &Path, private: &HashSet<String>) -> Result<()> {
+/// directory a real one. Files in `private` are left to the caller. Returns a stamp of the
+/// user's tree (newest mtime, file count, sum of inode numbers): it changes when a file is
+/// edited in place, replaced, added or removed.
+pub fn sync_farm(src: &Path, scratch: &Path, private: &HashSet<String>) -> Result<String> {
     use std::os::unix::fs::MetadataExt;
     let err = |p: &Path, e: std::io::Error| {
         Error::new(format!(
@@ -576,6 +585,8 @@ pub fn sync_farm(src: &Path, scratch: &Path, private: &HashSet<String>) -> Resul
             cache::CACHE_ENV
         ))
     };
+    let mut newest: i128 = 0;
+    let (mut files, mut inodes) = (0u64, 0u64);
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let from = src.join(&rel);
@@ -598,10 +609,13 @@ pub fn sync_farm(src: &Path, scratch: &Path, private: &HashSet<String>) -> Resul
                     std::os::unix::fs::symlink(target, &dst).map_err(|x| err(&dst, x))?;
                 }
             } else if ft.is_file() {
+                let m = e.metadata().map_err(|x| err(&e.path(), x))?;
+                newest = newest.max(m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128);
+                files += 1;
+                inodes = inodes.wrapping_add(m.ino());
                 if private.contains(&r.to_string_lossy().into_owned()) {
                     continue;
                 }
-                let m = e.metadata().map_err(|x| err(&e.path(), x))?;
                 match std::fs::symlink_metadata(&dst) {
                     Ok(d) if d.ino() == m.ino() && d.dev() == m.dev() => {}
                     Ok(_) => {
@@ -613,7 +627,7 @@ pub fn sync_farm(src: &Path, scratch: &Path, private: &HashSet<String>) -> Resul
             }
         }
     }
-    Ok(())
+    Ok(format!("{newest}/{files}/{inodes}"))
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -677,6 +691,7 @@ pub fn prepare_scratch(
             };
             state.patches = Some(vec![]);
         }
+        state.source = head.clone();
         if state.head == head && state.patches.as_ref() == Some(&want) {
             return Ok(state);
         }
@@ -707,7 +722,7 @@ pub fn prepare_scratch(
         if !same {
             private.extend(patches.iter().flat_map(|p| p.files.iter().cloned()));
         }
-        sync_farm(&tree.root, scratch, &private)?;
+        state.source = sync_farm(&tree.root, scratch, &private)?;
         if same {
             return Ok(state);
         }
@@ -1040,6 +1055,25 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         }
     }
 
+    let set = patch_set(&patches);
+    let image_dir = dir.join("images").join(&set);
+    let image = image_dir.join("bzImage");
+    let release_file = image_dir.join("release");
+    if state.built.get(&set) == Some(&state.source) && image.is_file() {
+        // Nothing changed since this patch set was built: the source, the patches and the
+        // configuration are those of the image already there.
+        say("kernel-matrix: up to date (nothing changed since this image was built)");
+        return Ok(Built {
+            image,
+            release: std::fs::read_to_string(&release_file)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            log,
+            obj,
+            patch_names: patch_names(&patches),
+            seconds: 0.0,
+        });
+    }
     let start = Instant::now();
     let jobs = req.jobs.max(1);
     make(
@@ -1053,21 +1087,6 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
     let release = std::fs::read_to_string(obj.join("include/config/kernel.release"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    let set = if patches.is_empty() {
-        "base".to_string()
-    } else {
-        cache::sha256_hex(
-            patches
-                .iter()
-                .map(|p| p.sha256.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-                .as_bytes(),
-        )[..16]
-            .to_string()
-    };
-    let image_dir = dir.join("images").join(set);
-    let image = image_dir.join("bzImage");
     let data = std::fs::read(obj.join("arch/x86/boot/bzImage")).map_err(|e| {
         Error::new(format!(
             "make succeeded but {} is missing: {e}; the build log is {}",
@@ -1076,22 +1095,38 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         ))
     })?;
     cache::write_atomic(&image, &data)?;
+    cache::write_atomic(&release_file, release.as_bytes())?;
+    state.built.insert(set, state.source.clone());
+    write_state(&state_path, &state)?;
     Ok(Built {
         image,
         release,
         log,
         obj,
-        patch_names: patches
-            .iter()
-            .map(|p| {
-                p.path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            })
-            .collect(),
+        patch_names: patch_names(&patches),
         seconds,
     })
+}
+
+/// images/<set>: `base`, or a hash of the patches in order.
+fn patch_set(patches: &[Patch]) -> String {
+    if patches.is_empty() {
+        return "base".to_string();
+    }
+    let all: Vec<&str> = patches.iter().map(|p| p.sha256.as_str()).collect();
+    cache::sha256_hex(all.join("\n").as_bytes())[..16].to_string()
+}
+
+fn patch_names(patches: &[Patch]) -> Vec<String> {
+    patches
+        .iter()
+        .map(|p| {
+            p.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1246,6 +1281,46 @@ mod tests {
         );
         w("arch/x86/Kconfig", "config X86\n");
         w("mm/process_vm_access.c", "a\nif (flags != 0)\nc\n");
+    }
+
+    #[test]
+    fn the_farm_stamp_notices_edits_replacements_and_new_files() {
+        let user = tempfile::tempdir().unwrap();
+        fake_tree(user.path());
+        let work = tempfile::tempdir().unwrap();
+        let farm = work.path().join("src");
+        let none = HashSet::new();
+        let s0 = sync_farm(user.path(), &farm, &none).unwrap();
+        assert_eq!(sync_farm(user.path(), &farm, &none).unwrap(), s0);
+        let f = user.path().join("mm/process_vm_access.c");
+        // Replaced by a file with an older mtime (cp -p, an editor's rename): new inode.
+        let tmp = user.path().join("mm/new");
+        std::fs::write(&tmp, "a\nif (flags != 0)\nc\n").unwrap();
+        let old = std::fs::File::open(&f)
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .modified()
+            .unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        let s1 = sync_farm(user.path(), &farm, &none).unwrap();
+        assert_ne!(s1, s0);
+        // The farm follows the replacement.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(farm.join("mm/process_vm_access.c"))
+                .unwrap()
+                .ino(),
+            std::fs::metadata(&f).unwrap().ino()
+        );
+        std::fs::write(user.path().join("mm/extra.c"), "x").unwrap();
+        assert_ne!(sync_farm(user.path(), &farm, &none).unwrap(), s1);
     }
 
     #[test]
