@@ -339,6 +339,19 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 crate::compare::pre_side(&baseline, &baseline_patch, &pick)?,
                 crate::compare::pre_side(&candidate, &candidate_patch, &pick)?,
             );
+            if pb.is_none()
+                && pc.is_none()
+                && crate::compare::same_build(
+                    &baseline,
+                    &baseline_patch,
+                    &candidate,
+                    &candidate_patch,
+                )
+            {
+                return Err(Error::new(
+                    "--baseline and --candidate are the same tree with the same patches; give the candidate a --candidate-patch (or --patch)",
+                ));
+            }
             let cache = crate::cache::Cache::from_env(common.cache_dir.as_deref())?;
             let case_dir = cases.first().cloned().unwrap_or_else(matrix::default_cases);
             let side = |pre: Option<Selected>, s: &str, patches: &[PathBuf]| match pre {

@@ -37,6 +37,13 @@ pub fn pre_side(
     pick(side).map(Some)
 }
 
+/// Whether two source-tree sides would build the same kernel (same tree, same patches).
+pub fn same_build(b: &str, bp: &[PathBuf], c: &str, cp: &[PathBuf]) -> bool {
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let patches = |v: &[PathBuf]| v.iter().map(|p| canon(p)).collect::<Vec<_>>();
+    canon(Path::new(b)) == canon(Path::new(c)) && patches(bp) == patches(cp)
+}
+
 /// A source-tree side built into an image.
 pub fn build_side(
     side: &str,

@@ -403,3 +403,27 @@ fn compare_patch_for_an_id_side() {
     .unwrap();
     one_line_error(out, &["'6.12' is not a source tree", "patches"]);
 }
+
+#[test]
+fn compare_the_same_tree_twice_without_a_patch() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    let t = tree.to_str().unwrap();
+    let out = km(&[
+        "compare",
+        "--baseline",
+        t,
+        "--candidate",
+        t,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(
+        out,
+        &["same tree with the same patches", "--candidate-patch"],
+    );
+    assert!(!cache.exists(), "nothing is built");
+}
