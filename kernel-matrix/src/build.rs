@@ -1284,6 +1284,66 @@ mod tests {
     }
 
     #[test]
+    fn patching_a_git_tree_uses_a_worktree_of_head() {
+        let user = tempfile::tempdir().unwrap();
+        fake_tree(user.path());
+        let git = |dir: &Path, args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        git(user.path(), &["init", "-q"]);
+        git(user.path(), &["add", "."]);
+        git(user.path(), &["commit", "-qm", "base"]);
+        let tree = detect_tree(user.path()).unwrap();
+        assert!(tree.git);
+        let work = tempfile::tempdir().unwrap();
+        let patch_file = work.path().join("p.patch");
+        std::fs::write(
+            &patch_file,
+            "--- a/mm/process_vm_access.c\n+++ b/mm/process_vm_access.c\n@@ -1,3 +1,3 @@\n a\n-if (flags != 0)\n+if (flags & ~1UL)\n c\n",
+        )
+        .unwrap();
+        let scratch = work.path().join("src");
+        let state_path = work.path().join("state.json");
+        let p = read_patch(&patch_file).unwrap();
+        let st = prepare_scratch(
+            &tree,
+            &scratch,
+            std::slice::from_ref(&p),
+            State::default(),
+            &state_path,
+        )
+        .unwrap();
+        let sf = scratch.join("mm/process_vm_access.c");
+        assert_eq!(
+            std::fs::read_to_string(&sf).unwrap(),
+            "a\nif (flags & ~1UL)\nc\n"
+        );
+        assert_eq!(git(user.path(), &["status", "--porcelain"]), "");
+        assert!(git(user.path(), &["worktree", "list"]).contains(&scratch.display().to_string()));
+        let head = git(user.path(), &["rev-parse", "HEAD"]);
+        assert_eq!(st.source, head.trim());
+        let st = prepare_scratch(&tree, &scratch, &[], st, &state_path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&sf).unwrap(),
+            "a\nif (flags != 0)\nc\n"
+        );
+        assert_eq!(st.patches, Some(vec![]));
+        assert_eq!(git(user.path(), &["status", "--porcelain"]), "");
+    }
+
+    #[test]
     fn the_farm_stamp_notices_edits_replacements_and_new_files() {
         let user = tempfile::tempdir().unwrap();
         fake_tree(user.path());
