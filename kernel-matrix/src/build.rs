@@ -1059,7 +1059,8 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
     let image_dir = dir.join("images").join(&set);
     let image = image_dir.join("bzImage");
     let release_file = image_dir.join("release");
-    if state.built.get(&set) == Some(&state.source) && image.is_file() {
+    // With --out the user asked for that directory to be built, so make always runs there.
+    if req.out.is_none() && state.built.get(&set) == Some(&state.source) && image.is_file() {
         // Nothing changed since this patch set was built: the source, the patches and the
         // configuration are those of the image already there.
         say("kernel-matrix: up to date (nothing changed since this image was built)");
