@@ -1,4 +1,4 @@
-//! `kernel-matrix run | compare | exec | fetch | list`.
+//! `kernel-matrix run | compare | build | exec | fetch | list`.
 //!
 //! Exit status: 0 every kernel ran and every case passed or skipped; 1 a case failed, a
 //! kernel is broken, or (compare) an outcome changed; 2 bad input or infrastructure that
@@ -125,16 +125,49 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Build a bootable bzImage from a kernel source tree (out of tree, incremental), with
+    /// patches applied to a scratch copy; prints the image path.
+    Build {
+        /// A kernel source tree: a git clone or an unpacked linux_X.orig.tar.xz (never
+        /// written to).
+        src: PathBuf,
+        /// A unified diff (patch -p1) to apply to the scratch copy (repeatable, in order).
+        #[arg(long = "patch", value_name = "FILE")]
+        patch: Vec<PathBuf>,
+        /// `minimal` (make tinyconfig + kernel-matrix/config/minimal.config), or a Kconfig
+        /// fragment FILE applied on top of minimal.
+        #[arg(long, value_name = "minimal|FILE", default_value = "minimal")]
+        config: crate::build::ConfigChoice,
+        /// The O= build directory (default: in the cache).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// make -j (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Cache directory (default: $PVMTEST_CACHE_DIR, else $XDG_CACHE_HOME/pvmtest, else
+        /// ~/.cache/pvmtest).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
     /// Run the catalogue on two kernels and print the cases whose outcome changed.
     Compare {
         #[command(flatten)]
         common: Common,
-        /// Kernel id or bzImage as [NAME=]PATH.
+        /// Kernel id, bzImage as [NAME=]PATH, or kernel source tree (built first).
         #[arg(long)]
         baseline: String,
-        /// Kernel id or bzImage as [NAME=]PATH.
+        /// Kernel id, bzImage as [NAME=]PATH, or kernel source tree (built first).
         #[arg(long)]
         candidate: String,
+        /// A patch for a source-tree baseline (repeatable).
+        #[arg(long = "baseline-patch", value_name = "FILE")]
+        baseline_patch: Vec<PathBuf>,
+        /// A patch for a source-tree candidate (repeatable).
+        #[arg(long = "candidate-patch", alias = "patch", value_name = "FILE")]
+        candidate_patch: Vec<PathBuf>,
+        /// The configuration of source-tree sides, as for `build`.
+        #[arg(long, value_name = "minimal|FILE", default_value = "minimal")]
+        config: crate::build::ConfigChoice,
         #[arg(long = "cases", value_name = "PATH")]
         cases: Vec<PathBuf>,
         /// Only the cases whose name matches GLOB (as `run --filter`; repeatable).
@@ -275,10 +308,40 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 1
             })
         }
+        Command::Build {
+            src,
+            patch,
+            config,
+            out,
+            jobs,
+            cache_dir,
+        } => {
+            let cache = crate::cache::Cache::from_env(cache_dir.as_deref())?;
+            let req = crate::build::BuildRequest {
+                src,
+                patches: patch,
+                config,
+                out,
+                jobs: jobs.unwrap_or_else(crate::compare::default_jobs),
+            };
+            let say = |l: &str| eprintln!("{l}");
+            let b = crate::build::build(&req, &cache, &matrix::default_cases(), &say)?;
+            eprintln!(
+                "kernel-matrix: built {} in {:.0} s (make bzImage); build log {}",
+                b.release,
+                b.seconds,
+                b.log.display()
+            );
+            println!("{}", b.image.display());
+            Ok(0)
+        }
         Command::Compare {
             common,
             baseline,
             candidate,
+            baseline_patch,
+            candidate_patch,
+            config,
             cases,
             filter,
             report: report_dir,
@@ -290,49 +353,57 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 v.pop()
                     .ok_or_else(|| Error::new(format!("'{s}' selects no kernel")))
             };
-            let (b, c) = compare_pair(pick(&baseline)?, pick(&candidate)?)?;
+            // Ids and images are checked, and source trees and patches read, before either
+            // side builds: a typo never waits for a kernel build.
+            let (pb, pc) = (
+                crate::compare::pre_side(&baseline, &baseline_patch, &pick)?,
+                crate::compare::pre_side(&candidate, &candidate_patch, &pick)?,
+            );
+            if pb.is_none()
+                && pc.is_none()
+                && crate::compare::same_build(
+                    &baseline,
+                    &baseline_patch,
+                    &candidate,
+                    &candidate_patch,
+                )
+            {
+                return Err(Error::new(
+                    "--baseline and --candidate are the same tree with the same patches; give the candidate a --candidate-patch (or --patch)",
+                ));
+            }
+            let cache = crate::cache::Cache::from_env(common.cache_dir.as_deref())?;
+            let case_dir = cases.first().cloned().unwrap_or_else(matrix::default_cases);
+            let side = |pre: Option<Selected>, s: &str, patches: &[PathBuf]| match pre {
+                Some(sel) => Ok(sel),
+                None => crate::compare::build_side(s, patches, &config, &cache, &case_dir),
+            };
+            let b = side(pb, &baseline, &baseline_patch)?;
+            let c = side(pc, &candidate, &candidate_patch)?;
+            let (b, c) = compare_pair(b, c)?;
             let results = run_selected_checked(&common, &[b, c], &cases, &filter, None, &|p| {
                 same_image(&p[0], &p[1])
             })?;
             let ks = &results.kernels;
-            if let Some(dir) = report_dir {
-                report::write_dir(&dir, ks, &|c| results.describe(c))?;
+            if let Some(dir) = &report_dir {
+                report::write_dir(dir, ks, &|c| results.describe(c))?;
             }
             let diffs = report::differences(ks);
+            let changes = crate::compare::changes(ks, &diffs);
+            if let Some(dir) = &report_dir {
+                crate::cache::write_atomic(
+                    &dir.join("compare.json"),
+                    crate::compare::json(ks, &changes).as_bytes(),
+                )?;
+                eprintln!("kernel-matrix: report written to {}", dir.display());
+            }
             for k in ks {
                 println!("{}", report::kernel_header(k, false));
             }
             for k in ks {
                 println!("{}", report::kernel_line(k));
             }
-            if diffs.is_empty() {
-                println!(
-                    "\nno case changed between {} and {}",
-                    ks[0].kernel.id, ks[1].kernel.id
-                );
-            } else {
-                println!(
-                    "\n{} changed between {} and {}:",
-                    pvmtest::words::count_usize(diffs.len(), "case", "cases"),
-                    ks[0].kernel.id,
-                    ks[1].kernel.id
-                );
-            }
-            let w = ks.iter().map(|k| k.kernel.id.len()).max().unwrap_or(0);
-            for (case, per) in &diffs {
-                let call = per
-                    .values()
-                    .next()
-                    .map(|o| o.call.clone())
-                    .unwrap_or_default();
-                println!("\n{case}\n  {call}");
-                for k in ks {
-                    let o = per
-                        .get(&k.kernel.id)
-                        .map_or("not run".to_string(), report::Outcome::long);
-                    println!("  {:>w$}: {o}", k.kernel.id);
-                }
-            }
+            print!("{}", crate::compare::render(ks, &changes));
             let broken = ks.iter().any(|k| k.status != "ok");
             Ok(if diffs.is_empty() && !broken { 0 } else { 1 })
         }

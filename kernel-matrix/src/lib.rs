@@ -2,13 +2,15 @@
 //! initramfs holding a static pvmtest and the cases, and collect per-kernel results.
 //!
 //! Where things are: `kernels` (kernels.yaml), `archive` + `cache` + `deb` + `fetch`
-//! (getting an image), `image` (what a bzImage says about itself), `initramfs`, `boot`
-//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON).
+//! (getting an image), `build` (an image from a source tree), `image` (what a bzImage says about itself), `initramfs`, `boot`
+//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases).
 
 pub mod archive;
 pub mod boot;
+pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod compare;
 pub mod deb;
 pub mod error;
 pub mod exec;

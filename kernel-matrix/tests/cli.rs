@@ -204,6 +204,230 @@ fn list_shows_the_builtin_kernels() {
     }
 }
 
+/// A tree `kernel-matrix build` recognises: a top Makefile whose every target fails (so
+/// nothing real is compiled), Kconfig defining every symbol minimal.config requires, and
+/// mm/process_vm_access.c as the patch fixture expects it.
+fn fake_kernel_tree(root: &Path) {
+    let w = |rel: &str, text: &str| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w(
+        "Makefile",
+        "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 107\n%:\n\t@echo 'fake.c:1:1: error: no compiler here'; exit 2\n",
+    );
+    let fragment = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/minimal.config"),
+    )
+    .unwrap();
+    let kconfig: String = fragment
+        .lines()
+        .filter_map(|l| l.strip_prefix("CONFIG_")?.split_once('='))
+        .map(|(sym, _)| format!("config {sym}\n\tbool \"{sym}\"\n"))
+        .collect();
+    w("Kconfig", &kconfig);
+    w("arch/x86/Kconfig", "config X86\n\tdef_bool y\n");
+    let real = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/accept-flag-1.patch"),
+    )
+    .unwrap();
+    // The fixture's context lines, unpatched: enough for it to apply.
+    let before: String = real
+        .lines()
+        .skip_while(|l| !l.starts_with("@@"))
+        .skip(1)
+        .filter(|l| !l.starts_with('+'))
+        .map(|l| format!("{}\n", &l[1..]))
+        .collect();
+    w("mm/process_vm_access.c", &before);
+}
+
+fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn build_src_not_a_kernel_tree() {
+    let (_d, cache) = empty_cache();
+    let out = km(&["build", "harness", "--cache-dir", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    one_line_error(
+        out,
+        &[
+            "harness is not a kernel source tree (no Makefile with VERSION and PATCHLEVEL)",
+            "linux_X.orig.tar.xz",
+        ],
+    );
+    assert!(!cache.exists(), "nothing is created for a bad SRC");
+}
+
+#[test]
+fn build_fragment_with_an_unknown_symbol() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    let frag = d.path().join("extra.config");
+    std::fs::write(
+        &frag,
+        "# mine\nCONFIG_CROSS_MEMORY_ATTACH=y\nCONFIG_KASAM=y\n",
+    )
+    .unwrap();
+    let out = km(&[
+        "build",
+        tree.to_str().unwrap(),
+        "--config",
+        frag.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(
+        out,
+        &[
+            "extra.config:3: CONFIG_KASAM is not a symbol of",
+            "fix the name",
+        ],
+    );
+}
+
+#[test]
+fn build_patch_that_does_not_apply_leaves_the_tree_alone() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    std::fs::write(tree.join("mm/process_vm_access.c"), "something else\n").unwrap();
+    let before = snapshot(&tree);
+    let out = km(&[
+        "build",
+        tree.to_str().unwrap(),
+        "--patch",
+        "kernel-matrix/tests/fixtures/accept-flag-1.patch",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(
+        out,
+        &[
+            "--patch kernel-matrix/tests/fixtures/accept-flag-1.patch does not apply to the tree",
+            "rebase it",
+        ],
+    );
+    assert_eq!(snapshot(&tree), before, "the user's tree changed");
+}
+
+#[test]
+fn build_failure_names_the_log_and_the_tree_stays_untouched() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    let before = snapshot(&tree);
+    let out = km(&[
+        "build",
+        tree.to_str().unwrap(),
+        "--patch",
+        "kernel-matrix/tests/fixtures/accept-flag-1.patch",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("kernel-matrix: error: make tinyconfig failed (make exited with 2): fake.c:1:1: error: no compiler here; the build log is "),
+        "{stderr}"
+    );
+    let log = PathBuf::from(last.rsplit("the build log is ").next().unwrap());
+    assert!(log.starts_with(&cache), "{}", log.display());
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("no compiler here"));
+    assert_eq!(snapshot(&tree), before, "the user's tree changed");
+    // The scratch copy has the patch.
+    let scratch = log.parent().unwrap().join("src/mm/process_vm_access.c");
+    assert!(std::fs::read_to_string(scratch)
+        .unwrap()
+        .contains("if (flags & ~1UL)"));
+}
+
+#[test]
+fn compare_side_not_a_kernel_tree() {
+    let (d, cache) = empty_cache();
+    let out = km(&[
+        "compare",
+        "--baseline",
+        d.path().to_str().unwrap(),
+        "--candidate",
+        "6.12",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(out, &["is not a kernel source tree"]);
+}
+
+#[test]
+fn compare_patch_for_an_id_side() {
+    let (_d, cache) = empty_cache();
+    let out = km(&[
+        "compare",
+        "--baseline",
+        "6.1",
+        "--candidate",
+        "6.12",
+        "--patch",
+        "kernel-matrix/tests/fixtures/accept-flag-1.patch",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(out, &["'6.12' is not a source tree", "patches"]);
+}
+
+#[test]
+fn compare_the_same_tree_twice_without_a_patch() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    let t = tree.to_str().unwrap();
+    let out = km(&[
+        "compare",
+        "--baseline",
+        t,
+        "--candidate",
+        t,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    one_line_error(
+        out,
+        &["same tree with the same patches", "--candidate-patch"],
+    );
+    assert!(!cache.exists(), "nothing is built");
+}
+
 /// `--filter` is applied before anything is fetched or booted: a filter that matches no case
 /// stops `run` and `compare` with one line naming it.
 #[test]
