@@ -53,14 +53,15 @@ fn scope_1_reruns_the_sibling_cases_whose_permission_checks_it_hides() {
     let v = variant_ids(Some(1));
     // The seeded faults of docs/BENCHMARKS.md: each is caught by one of these.
     for id in [
-        "eperm/nondumpable_matching_ids", // dumpable ignored
-        "eperm/target_suid_differs",      // saved uid ignored
-        "eperm/target_sgid_differs",      // saved gid ignored
-        "eperm/target_euid_differs",      // perm_ids
-        "eperm/target_keeps_caps",        // perm_caps
-        "eperm/matching_ids_readv",       // allowed at scope 0, Yama refuses at 1
-        "eperm/unpriv_vs_root_readv",     // perm_ids
-        "eperm/caller_gid_differs",       // perm_ids
+        "eperm/nondumpable_matching_ids",         // dumpable ignored
+        "eperm/target_suid_differs_unprivileged", // saved uid ignored
+        "eperm/target_suid_differs",
+        "eperm/target_sgid_differs",  // saved gid ignored
+        "eperm/target_euid_differs",  // perm_ids
+        "eperm/target_keeps_caps",    // perm_caps
+        "eperm/matching_ids_readv",   // allowed at scope 0, Yama refuses at 1
+        "eperm/unpriv_vs_root_readv", // perm_ids
+        "eperm/caller_gid_differs",   // perm_ids
     ] {
         assert!(v.iter().any(|x| x == id), "{id} has no @yama0 run: {v:?}");
     }
