@@ -146,3 +146,21 @@ fn the_decision_is_the_models() {
         }
     }
 }
+
+#[test]
+fn where_the_scope_cannot_be_written_a_variant_is_a_machine_skip_and_its_pin_holds() {
+    // `pvmtest run` on a scope-1 host never writes the sysctl: the variant meets scope 1.
+    let f = facts(Some(1));
+    let plans = runner::with_yama0_variants(catalogue(), &f);
+    let v = plans
+        .iter()
+        .find(|p| p.id == format!("eperm/target_suid_differs_unprivileged{YAMA0_SUFFIX}"))
+        .expect("variant");
+    let u = pvmtest::check::unmet_here(v, &f).expect("a skip");
+    assert_eq!(u.by, pvmtest::check::SkipBy::Machine);
+    assert_eq!(u.reason, "needs Yama ptrace_scope 0, this is 1");
+    // The variant keeps the case's pin, judged with Yama out of the way.
+    for p in plans.iter().filter(|p| p.id.ends_with(YAMA0_SUFFIX)) {
+        assert_eq!(pvmtest::check::check_pin(p, &f), Ok(()), "{}", p.id);
+    }
+}
