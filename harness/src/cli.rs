@@ -183,6 +183,9 @@ pub fn main_with(cli: Cli) -> i32 {
             };
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            // Yama is never changed here: a `<case>@yama0` run skips on its requirement unless
+            // this machine's scope is already 0 (then there is none).
+            let plans = runner::with_yama0_variants(plans, &facts);
             let results: Vec<CaseResult> = runner::run_all(&plans, &facts, &opts, jobs);
             let text = match format {
                 Format::Human => crate::report::human(&results, &facts.release, colour),

@@ -237,14 +237,17 @@ fn run_task(paths: &[String], jobs: usize, timeout_ms: u64) -> i32 {
                 return 2;
             }
         };
+    // The kernel as booted: the first pass runs at this scope, and where it hides the
+    // permission checks a case reaches, the case runs again at scope 0 (`<case>@yama0`).
+    let facts = Facts::detect();
+    let plans = runner::with_yama0_variants(plans, &facts);
     send(Line::Total(plans.len()));
     let opts = Options {
         timeout: Duration::from_millis(timeout_ms),
         inject: crate::exec::Inject::from_env(),
     };
-    // The kernel as booted: the first pass runs at this scope.
     send(Line::Facts(
-        serde_json::to_value(Facts::detect()).unwrap_or_default(),
+        serde_json::to_value(&facts).unwrap_or_default(),
     ));
     let (results, _) = runner::run_in_scope_passes(&plans, &opts, jobs, true, &|r| {
         send(Line::Result(crate::report::json_result(r)))

@@ -615,7 +615,6 @@ impl<'a> Model<'a> {
         // ptrace_has_cap → ns_capable: the effective set. Every process of a case lives in the
         // harness's user namespace, so "in the target's user namespace" always holds.
         let ptrace_cap = caller.effective.has(caps::SYS_PTRACE);
-        const CAP: &str = "CAP_SYS_PTRACE in the caller's effective set (ptrace_has_cap → ns_capable in the target's user namespace)";
         let (c, t) = (caller.ids, target.ids);
         let ids_match = [t.uid, t.euid, t.suid].iter().all(|&u| u == c.uid)
             && [t.gid, t.egid, t.sgid].iter().all(|&g| g == c.gid);
@@ -676,44 +675,7 @@ impl<'a> Model<'a> {
                 )
             },
         );
-        // security/yama/yama_lsm.c yama_ptrace_access_check (same in 5.10 to 7.2).
-        let yama: Result<String, &'static str> = match self.facts.yama_scope {
-            None => Ok("allowed: no Yama LSM on this kernel".into()),
-            Some(0) => {
-                Ok("allowed: Yama ptrace_scope 0 (YAMA_SCOPE_DISABLED) restricts nothing".into())
-            }
-            Some(1) => {
-                // task_is_descendant(current, child): only a target the caller forked.
-                let descendant = self.plan.target_parent == TargetParent::Caller;
-                // ptracer_exception_found: PR_SET_PTRACER_ANY, or a registered tracer that
-                // is the caller or one of its ancestors (the harness is the caller's parent).
-                let exception = match self.plan.target_ptracer {
-                    Some(Ptracer::Any) => Some("the target set PR_SET_PTRACER_ANY"),
-                    Some(Ptracer::Harness) => {
-                        Some("the target registered the harness, the caller's parent, with PR_SET_PTRACER")
-                    }
-                    None => None,
-                };
-                if descendant {
-                    Ok("allowed: Yama ptrace_scope 1 and the target is the caller's child (task_is_descendant)".into())
-                } else if let Some(why) = exception {
-                    Ok(format!(
-                        "allowed: Yama ptrace_scope 1 and {why} (ptracer_exception_found)"
-                    ))
-                } else if ptrace_cap {
-                    Ok(format!(
-                        "allowed: Yama ptrace_scope 1, not a descendant and no ptracer exception, but {CAP}"
-                    ))
-                } else {
-                    Err("ptrace_scope 1: not a descendant, no ptracer exception, no CAP_SYS_PTRACE")
-                }
-            }
-            Some(2) if ptrace_cap => Ok(format!(
-                "allowed: Yama ptrace_scope 2 (admin-only attach) and {CAP}"
-            )),
-            Some(2) => Err("ptrace_scope 2: no CAP_SYS_PTRACE"),
-            Some(_) => Err("ptrace_scope 3: no attach at all"),
-        };
+        let yama = yama_check(self.facts.yama_scope, self.plan, ptrace_cap);
         match yama {
             Ok(why) => {
                 self.step("perm_yama", why);
@@ -773,6 +735,77 @@ pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> Credentials {
         permitted,
         effective,
     }
+}
+
+const CAP: &str = "CAP_SYS_PTRACE in the caller's effective set (ptrace_has_cap → ns_capable in the target's user namespace)";
+
+/// The permission steps before Yama's (`__ptrace_may_access` and `cap_ptrace_access_check`).
+pub const PERM_STEPS_BEFORE_YAMA: &[&str] = &["perm_ids", "perm_dumpable", "perm_caps"];
+
+/// security/yama/yama_lsm.c yama_ptrace_access_check at `scope` (same in 5.10 to 7.2): why
+/// it allows the call, or why it refuses it. `ptrace_cap`: CAP_SYS_PTRACE in the caller's
+/// effective set.
+fn yama_check(scope: Option<u8>, plan: &Plan, ptrace_cap: bool) -> Result<String, &'static str> {
+    match scope {
+        None => Ok("allowed: no Yama LSM on this kernel".into()),
+        Some(0) => {
+            Ok("allowed: Yama ptrace_scope 0 (YAMA_SCOPE_DISABLED) restricts nothing".into())
+        }
+        Some(1) => {
+            // task_is_descendant(current, child): only a target the caller forked.
+            let descendant = plan.target_parent == TargetParent::Caller;
+            // ptracer_exception_found: PR_SET_PTRACER_ANY, or a registered tracer that
+            // is the caller or one of its ancestors (the harness is the caller's parent).
+            let exception = match plan.target_ptracer {
+                Some(Ptracer::Any) => Some("the target set PR_SET_PTRACER_ANY"),
+                Some(Ptracer::Harness) => Some(
+                    "the target registered the harness, the caller's parent, with PR_SET_PTRACER",
+                ),
+                None => None,
+            };
+            if descendant {
+                Ok("allowed: Yama ptrace_scope 1 and the target is the caller's child (task_is_descendant)".into())
+            } else if let Some(why) = exception {
+                Ok(format!(
+                    "allowed: Yama ptrace_scope 1 and {why} (ptracer_exception_found)"
+                ))
+            } else if ptrace_cap {
+                Ok(format!(
+                    "allowed: Yama ptrace_scope 1, not a descendant and no ptracer exception, but {CAP}"
+                ))
+            } else {
+                Err("ptrace_scope 1: not a descendant, no ptracer exception, no CAP_SYS_PTRACE")
+            }
+        }
+        Some(2) if ptrace_cap => Ok(format!(
+            "allowed: Yama ptrace_scope 2 (admin-only attach) and {CAP}"
+        )),
+        Some(2) => Err("ptrace_scope 2: no CAP_SYS_PTRACE"),
+        Some(_) => Err("ptrace_scope 3: no attach at all"),
+    }
+}
+
+/// Whether Yama, at the facts' scope, refuses a call that reaches the permission checks, so
+/// that the kernel's EPERM (or its success with Yama out of the way) says nothing about the
+/// uid/gid, saved-id, dumpable and capability checks before it: `__ptrace_may_access` runs
+/// them first, and every outcome they decide is the same EPERM Yama gives. Such a case tells
+/// those checks apart only with Yama out of the way (scope 0), see docs/MATRIX.md "Yama".
+/// False without Yama or at scope 0, where nothing is hidden.
+pub fn yama_hides_permission_checks(plan: &Plan, facts: &Facts) -> bool {
+    if matches!(facts.yama_scope, None | Some(0)) {
+        return false;
+    }
+    let open = Facts {
+        yama_scope: Some(0),
+        ..facts.clone()
+    };
+    let p = predict(plan, &open);
+    let reached = PERM_STEPS_BEFORE_YAMA.contains(&p.decided_by)
+        || p.trace.iter().any(|s| s.rule == "perm_ids");
+    let cap = proc_creds(plan.caller_creds.as_ref(), facts)
+        .effective
+        .has(caps::SYS_PTRACE);
+    reached && yama_check(facts.yama_scope, plan, cap).is_err()
 }
 
 /// The local iovec stream as `iov_iter` walks it.

@@ -500,6 +500,36 @@ pub fn run_all_with(
         .collect()
 }
 
+/// The suffix of a case's second run with Yama out of the way ([`with_yama0_variants`]).
+pub const YAMA0_SUFFIX: &str = "@yama0";
+
+/// The plans, each followed by its `<case>@yama0` variant when Yama at the facts' scope hides
+/// the permission checks the case reaches ([`crate::model::yama_hides_permission_checks`]):
+/// the same plan requiring `ptrace_scope` 0, so it runs in that pass (inside a VM) or skips on
+/// the requirement (anywhere else). A case that declares a scope is left alone: it is about
+/// Yama. Without Yama or at scope 0 (Debian's default) the list is returned unchanged.
+pub fn with_yama0_variants(plans: Vec<Plan>, facts: &Facts) -> Vec<Plan> {
+    let mut out = Vec::with_capacity(plans.len());
+    for p in plans {
+        let variant = (p.requires.yama_scope.is_none()
+            && crate::model::yama_hides_permission_checks(&p, facts))
+        .then(|| {
+            let mut v = p.clone();
+            v.id = format!("{}{YAMA0_SUFFIX}", p.id);
+            v.requires.yama_scope = Some(0);
+            v
+        });
+        out.push(p);
+        out.extend(variant);
+    }
+    out
+}
+
+/// The case a result belongs to: its id without [`YAMA0_SUFFIX`].
+pub fn case_of(id: &str) -> &str {
+    id.strip_suffix(YAMA0_SUFFIX).unwrap_or(id)
+}
+
 /// Runs plans in passes by the Yama `ptrace_scope` they require: first the cases that require
 /// none, at whatever scope the machine has, then, for each required scope in ascending order
 /// (3 last: it can never be lowered again), the cases that require it. Only when `set_scope`

@@ -40,6 +40,9 @@ fn cases() {
         timeout: std::time::Duration::from_secs(if in_vm { 60 } else { 5 }),
         ..Options::default()
     };
+    // Where the kernel's own Yama scope hides the permission checks a case reaches, the case
+    // also runs at scope 0 as `<case>@yama0`, with a snapshot of its own.
+    let plans = runner::with_yama0_variants(plans, &pvmtest::facts::Facts::detect());
     let (results, facts) = runner::run_in_scope_passes(&plans, &opts, jobs, in_vm, &|_| {});
     let by_id: HashMap<String, runner::CaseResult> = results
         .into_iter()
@@ -54,39 +57,18 @@ fn cases() {
     settings.set_omit_expression(true);
     settings.bind(|| {
         insta::glob!("../../cases", "**/*.yaml", |path| {
-            let Some(r) = by_id.get(&runner::case_id(path)) else {
+            let id = runner::case_id(path);
+            let Some(r) = by_id.get(&id) else {
                 return; // invalid, reported above
             };
-            if matches!(r.status, Status::Fail | Status::Broken) {
-                let line = format!(
-                    "{:?} {}: {}\n    {}",
-                    r.status,
-                    r.plan.id,
-                    pvmtest::report::failure_line(r),
-                    r.reason.clone().unwrap_or_default()
-                );
-                // Shown even when a snapshot assertion ends the test first.
-                eprintln!("{line}");
-                bad.borrow_mut().push(line);
+            check_one(r, in_vm, &bad, &not_compared);
+            if let Some(v) = by_id.get(&format!("{id}{}", runner::YAMA0_SUFFIX)) {
+                // cases@<group>__<name>@yama0.yaml.snap, as kernel-matrix/tests/matrix.rs
+                // names it from the result.
+                let mut s = insta::Settings::clone_current();
+                s.set_snapshot_suffix(format!("{}.yaml", v.plan.id.replace('/', "__")));
+                s.bind(|| check_one(v, in_vm, &bad, &not_compared));
             }
-            // The same snapshot a kernel-matrix guest run produces from JSON.
-            let json = pvmtest::report::json_result(r);
-            let snap = pvmtest::report::Snapshot::of(r);
-            assert_eq!(snap, pvmtest::report::Snapshot::of_json(&json));
-            if let Some(why) = pvmtest::report::machine_skip(&json) {
-                assert!(!why.is_empty(), "{}: a skip without a reason", r.plan.id);
-                if in_vm {
-                    // A matrix guest is root with Yama and huge pages: it runs every case its
-                    // kernel admits, as kernel-matrix/tests/matrix.rs requires.
-                    bad.borrow_mut().push(format!(
-                        "{}: skipped by the guest's machine: {why}",
-                        r.plan.id
-                    ));
-                }
-                not_compared.borrow_mut().push(why);
-                return;
-            }
-            insta::assert_yaml_snapshot!(snap);
         });
     });
     let not_compared = not_compared.into_inner();
@@ -107,4 +89,44 @@ fn cases() {
         facts.release,
         bad.join("\n")
     );
+}
+
+/// Checks one result and asserts its snapshot (`cases@<suffix>.snap`, the suffix set by the
+/// caller's settings): a failure is collected in `bad`, a machine's skip in `not_compared`.
+fn check_one(
+    r: &runner::CaseResult,
+    in_vm: bool,
+    bad: &RefCell<Vec<String>>,
+    not_compared: &RefCell<Vec<String>>,
+) {
+    if matches!(r.status, Status::Fail | Status::Broken) {
+        let line = format!(
+            "{:?} {}: {}\n    {}",
+            r.status,
+            r.plan.id,
+            pvmtest::report::failure_line(r),
+            r.reason.clone().unwrap_or_default()
+        );
+        // Shown even when a snapshot assertion ends the test first.
+        eprintln!("{line}");
+        bad.borrow_mut().push(line);
+    }
+    // The same snapshot a kernel-matrix guest run produces from JSON.
+    let json = pvmtest::report::json_result(r);
+    let snap = pvmtest::report::Snapshot::of(r);
+    assert_eq!(snap, pvmtest::report::Snapshot::of_json(&json));
+    if let Some(why) = pvmtest::report::machine_skip(&json) {
+        assert!(!why.is_empty(), "{}: a skip without a reason", r.plan.id);
+        if in_vm {
+            // A matrix guest is root with Yama and huge pages: it runs every case its
+            // kernel admits, as kernel-matrix/tests/matrix.rs requires.
+            bad.borrow_mut().push(format!(
+                "{}: skipped by the guest's machine: {why}",
+                r.plan.id
+            ));
+        }
+        not_compared.borrow_mut().push(why);
+        return;
+    }
+    insta::assert_yaml_snapshot!("cases", snap);
 }

@@ -556,8 +556,15 @@ pub struct RunResults {
 }
 
 impl RunResults {
+    /// A case's description; a `<case>@yama0` result is its case run again at Yama scope 0.
     pub fn describe(&self, case: &str) -> Option<String> {
-        self.descriptions.get(case).cloned()
+        let base = pvmtest::runner::case_of(case);
+        let d = self.descriptions.get(base)?;
+        Some(if base == case {
+            d.clone()
+        } else {
+            format!("{d} (Run again with Yama ptrace_scope 0: the kernel's own scope refuses the call before the permission checks it is about.)")
+        })
     }
 }
 

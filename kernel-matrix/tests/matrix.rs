@@ -122,7 +122,10 @@ fn matrix_snapshots() {
                 ));
             }
             settings.set_snapshot_suffix(format!("{}.yaml", case.replace('/', "__")));
-            settings.set_input_file(ws().join("cases").join(format!("{case}.yaml")));
+            settings.set_input_file(
+                ws().join("cases")
+                    .join(format!("{}.yaml", pvmtest::runner::case_of(&case))),
+            );
             settings.bind(|| insta::assert_yaml_snapshot!("cases", snap));
         }
     }
