@@ -96,6 +96,7 @@ pub fn verdict(baseline: Option<&Outcome>, candidate: Option<&Outcome>) -> &'sta
         ("pass", "fail") => "candidate departs from documented semantics",
         ("fail", "pass") => "candidate now matches the model",
         ("fail", "fail") => "both depart from the model, differently",
+        ("pass", "pass") => "both match the model (it predicts a different result on each kernel)",
         (_, "skip") | ("skip", _) => "runs on one side only (skipped on the other)",
         _ => "broken or not run on one side",
     }
@@ -240,6 +241,12 @@ mod tests {
             "runs on one side only (skipped on the other)"
         );
         assert_eq!(verdict(None, Some(&pass)), "broken or not run on one side");
+        // Two kernels the model treats differently (a version gate): both right.
+        let other = o("pass", "4096");
+        assert_eq!(
+            verdict(Some(&pass), Some(&other)),
+            "both match the model (it predicts a different result on each kernel)"
+        );
     }
 
     #[test]

@@ -276,7 +276,10 @@ fn compare_lists_changed_cases() {
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("growsdown/readv_just_below\n"), "{stdout}");
+    assert!(
+        stdout.contains("growsdown/readv_just_below — both match the model"),
+        "{stdout}"
+    );
     assert!(stdout.contains("remote=[{stack-4096,4096}]"), "{stdout}");
     assert!(stdout.contains("6.1: EFAULT"), "{stdout}");
     assert!(stdout.contains(&format!("{local}: 4096")), "{stdout}");
@@ -375,7 +378,7 @@ fn two_builds_of_one_release() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("no case changed between A.bzImage and B.bzImage"),
+        stdout.contains("no case changed between A.bzImage (baseline) and B.bzImage (candidate)"),
         "{stdout}"
     );
     assert!(
