@@ -136,6 +136,9 @@ pub enum Feature {
     Yama,
     /// Creating a PID namespace (needs CAP_SYS_ADMIN).
     Pidns,
+    /// A process without capabilities can create a user namespace (`unshare(CLONE_NEWUSER)`;
+    /// `user.max_user_namespaces`, Debian's `kernel.unprivileged_userns_clone`).
+    Userns,
     /// PID 2 is `kthreadd` (false inside a container's PID namespace).
     Kthreadd,
     /// `memfd_secret(2)` works (5.14+; 6.1 needs `secretmem.enable=1`).
@@ -180,6 +183,11 @@ pub struct TargetSpec {
     /// or the caller (the target is then the caller's descendant). Child targets only.
     #[serde(default)]
     pub parent: TargetParent,
+    /// After its credential change the target unshares a new user namespace
+    /// (`unshare(CLONE_NEWUSER)`): its credentials then belong to a namespace owned by its
+    /// effective uid, while its mm keeps the harness's (`mm->user_ns`). Child targets only.
+    #[serde(default)]
+    pub userns: bool,
 }
 
 /// Whom a target declares as its ptracer (Yama's PR_SET_PTRACER exception).
@@ -415,6 +423,14 @@ pub struct CallerSpec {
     pub regions: Vec<RegionSpec>,
     /// When set, the call runs with these credentials (needs root to set up).
     pub creds: Option<CredSpec>,
+    /// The caller is forked into a new PID namespace (`clone(CLONE_NEWPID)`), whose pid 1 it
+    /// is: the call's pid is looked up there.
+    #[serde(default)]
+    pub pidns: bool,
+    /// After its credential change the caller unshares a new user namespace
+    /// (`unshare(CLONE_NEWUSER)`): it holds every capability there and none outside it.
+    #[serde(default)]
+    pub userns: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -138,6 +138,10 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
         Feature::Memfd => (facts.memfd, "memfd_create"),
         Feature::Yama => (facts.yama_scope.is_some(), "the Yama LSM"),
         Feature::Pidns => (facts.pidns, "CAP_SYS_ADMIN to create a PID namespace"),
+        Feature::Userns => (
+            facts.userns,
+            "unprivileged user namespaces (user.max_user_namespaces > 0; Debian's kernel.unprivileged_userns_clone = 1)",
+        ),
         Feature::Kthreadd => (
             facts.kthreadd,
             "pid 2 to be kthreadd (not in a PID namespace)",
@@ -189,6 +193,7 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         Feature::Thp
         | Feature::Yama
         | Feature::Pidns
+        | Feature::Userns
         | Feature::Kthreadd
         | Feature::Hugetlb
         | Feature::Userfaultfd => SkipBy::Machine,

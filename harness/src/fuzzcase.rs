@@ -552,10 +552,13 @@ impl FuzzCase {
                 } else {
                     TargetParent::Harness
                 },
+                userns: false,
             },
             caller: CallerSpec {
                 regions: Self::region_specs(&self.caller, 'c'),
                 creds: self.cred_spec(),
+                pidns: false,
+                userns: false,
             },
             call: CallSpec {
                 syscall: if self.write {

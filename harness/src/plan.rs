@@ -307,6 +307,12 @@ pub struct Plan {
     pub target_parent: TargetParent,
     pub caller_regions: Vec<Region>,
     pub caller_creds: Option<Creds>,
+    /// The caller is pid 1 of a new PID namespace (`caller.pidns`).
+    pub caller_pidns: bool,
+    /// The caller unshares a user namespace after its credential change (`caller.userns`).
+    pub caller_userns: bool,
+    /// The target unshares a user namespace after its credential change (`target.userns`).
+    pub target_userns: bool,
     pub arrays: Vec<ArrayImage>,
     /// Named unmapped pages, for labelling addresses: `hole`/`guard` of each side.
     pub landmarks: Vec<(&'static str, u64)>,
@@ -1113,6 +1119,40 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             "a kthread target needs `features: [kthreadd]`",
         ));
     }
+    if case.caller.pidns && !requires.features.contains(&Feature::Pidns) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a caller in a new PID namespace needs `features: [pidns]`",
+        ));
+    }
+    // kernel/fork.c copy_process: a namespace's init (SIGNAL_UNKILLABLE) may not create
+    // siblings with CLONE_PARENT, which is how a clone_vm target is made.
+    if case.caller.pidns && target_kind == TargetKind::CloneVm {
+        return Err(PlanError::new(
+            "caller.pidns",
+            "a clone_vm target needs CLONE_PARENT, which a PID namespace's init may not use (copy_process); pick another target kind",
+        ));
+    }
+    if (case.caller.userns || case.target.userns) && !requires.features.contains(&Feature::Userns) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a user namespace needs `features: [userns]`",
+        ));
+    }
+    // kernel/fork.c check_unshare_flags: CLONE_NEWUSER implies CLONE_THREAD, which a
+    // process with a second thread may not unshare (EINVAL).
+    if case.caller.userns && target_kind == TargetKind::Thread {
+        return Err(PlanError::new(
+            "caller.userns",
+            "a caller with a thread target is multi-threaded, and unshare(CLONE_NEWUSER) refuses that (check_unshare_flags); pick another target kind",
+        ));
+    }
+    if case.target.userns && target_kind != TargetKind::Child {
+        return Err(PlanError::new(
+            "target.userns",
+            "only a `child` target unshares a user namespace; for the caller use `caller.userns`",
+        ));
+    }
     if target_kind == TargetKind::PidnsChild && !requires.features.contains(&Feature::Pidns) {
         return Err(PlanError::new(
             "requires.features",
@@ -1202,6 +1242,9 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         target_parent: case.target.parent,
         caller_regions,
         caller_creds,
+        caller_pidns: case.caller.pidns,
+        caller_userns: case.caller.userns,
+        target_userns: case.target.userns,
         arrays,
         landmarks: vec![
             ("hole", thole),

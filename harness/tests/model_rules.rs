@@ -631,3 +631,105 @@ fn vvar_on_7_3_pins_only_the_present_time_page() {
     let e = load_str("t.yaml", "t", &read("vvar+2*page", 8)).unwrap_err();
     assert!(e.to_string().contains("rng page"), "{e}");
 }
+
+/// A case with `requires.features` and the given target and caller sections.
+fn ns_case(features: &str, target: &str, caller: &str) -> String {
+    format!("description: t\nrequires:\n  features: [{features}]\ntarget:\n  regions: [{{name: data, pages: 1}}]\n{target}caller:\n  regions: [{{name: buf, pages: 1}}]\n{caller}call:\n  syscall: readv\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: data, len: 8}}]\n")
+}
+
+/// pid_lookup (docs/SEMANTICS.md, "A caller in a new PID namespace"): find_vpid looks in the
+/// caller's namespace, which holds the caller, its threads and what it forked.
+#[test]
+fn pidns_caller_sees_only_its_own_namespace() {
+    let inside = "  pidns: true\n";
+    for target in ["  kind: self\n", "  kind: thread\n", "  parent: caller\n"] {
+        let p = model(&ns_case("pidns", target, inside));
+        assert_ok(&p, 8, "complete");
+    }
+    for (target, features) in [
+        ("", "pidns"),
+        ("  kind: zombie\n", "pidns"),
+        ("  kind: pidns_child\n", "pidns"),
+        ("  kind: kthread\n", "pidns, kthreadd"),
+        ("  kind: zombie_leader_thread\n", "pidns"),
+    ] {
+        let p = model(&ns_case(features, target, inside));
+        assert_err(&p, libc::ESRCH, "pid_lookup");
+    }
+    // Permission checks run as usual on a task found inside.
+    let p = model(&ns_case(
+        "pidns",
+        "  parent: caller\n",
+        "  pidns: true\n  creds: {uid: 1000}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    // A namespace init may not use CLONE_PARENT, which a clone_vm target needs.
+    let y = ns_case("pidns", "  kind: clone_vm\n", inside);
+    let e = pvmtest::runner::load_str("t.yaml", "t", &y).unwrap_err();
+    assert!(e.to_string().contains("caller.pidns"), "{e}");
+    // Without the feature the case is refused, not run unprivileged.
+    let y = ns_case("memfd", "", inside);
+    assert!(pvmtest::runner::load_str("t.yaml", "t", &y).is_err());
+}
+
+/// perm_ids / perm_dumpable / perm_caps across user namespaces (docs/SEMANTICS.md, "11a. User
+/// namespaces"): cap_capable asked of the target credentials' namespace and of its mm's.
+#[test]
+fn userns_capabilities_count_in_the_targets_namespace() {
+    let u = "userns";
+    // A caller that unshared: its capabilities stop at its own namespace.
+    let p = model(&ns_case(
+        u,
+        "  creds: {uid: 1000}\n",
+        "  creds: {uid: 1000}\n  userns: true\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    let p = model(&ns_case(u, "", "  userns: true\n"));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    let p = model(&ns_case(u, "  dumpable: false\n", "  userns: true\n"));
+    assert_err(&p, libc::EPERM, "perm_dumpable");
+    let p = model(&ns_case(
+        u,
+        "  kind: self\n",
+        "  creds: {uid: 1000}\n  userns: true\n",
+    ));
+    assert_ok(&p, 8, "complete");
+    // A target that unshared: its owner holds every capability there, not over its mm.
+    let owned = "  creds: {uid: 1000}\n  userns: true\n";
+    let p = model(&ns_case(u, owned, "  creds: {uid: 1000, gid: 1001}\n"));
+    assert_ok(&p, 8, "complete");
+    let p = model(&ns_case(u, owned, "  creds: {uid: 2000}\n"));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    let p = model(&ns_case(
+        u,
+        "  creds: {uid: 1000}\n  userns: true\n  dumpable: false\n",
+        "  creds: {uid: 1000, gid: 1001}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_dumpable");
+    // CAP_SYS_PTRACE in the parent covers the child namespace; without it, nothing does.
+    let p = model(&ns_case(u, owned, ""));
+    assert_ok(&p, 8, "complete");
+    let p = model(&ns_case(
+        u,
+        owned,
+        "  creds: {uid: 0, drop_effective_caps: [CAP_SYS_PTRACE]}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    // Both in namespaces of their own: siblings, neither an ancestor.
+    let p = model(&ns_case(u, owned, "  creds: {uid: 1000}\n  userns: true\n"));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    // Yama scope 2 asks for CAP_SYS_PTRACE in the target's namespace too.
+    let y = ns_case(u, owned, "  creds: {uid: 1000, gid: 1001}\n");
+    let p = model_on(V612, &y, |f| f.yama_scope = Some(2));
+    assert_ok(&p, 8, "complete");
+    // Refused shapes.
+    for (target, caller, field) in [
+        ("  kind: thread\n", "  userns: true\n", "caller.userns"),
+        ("  kind: zombie\n  userns: true\n", "", "target.userns"),
+    ] {
+        let e = pvmtest::runner::load_str("t.yaml", "t", &ns_case(u, target, caller)).unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    let e = pvmtest::runner::load_str("t.yaml", "t", &ns_case("memfd", owned, "")).unwrap_err();
+    assert!(e.to_string().contains("userns"), "{e}");
+}

@@ -200,6 +200,71 @@ pub fn memfd_secret() -> Result<std::os::fd::OwnedFd, i32> {
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
+/// Whether a process without capabilities can create a user namespace: a forked child drops
+/// to uid/gid 65534 (when it is root) and calls `unshare(CLONE_NEWUSER)`. Debian's
+/// `kernel.unprivileged_userns_clone` and `user.max_user_namespaces` refuse it with EPERM or
+/// ENOSPC; a root-only probe would miss both. The child is killed and reaped after 2 s.
+pub fn userns_available() -> bool {
+    // SAFETY: a raw fork; the child makes raw syscalls only and _exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        // SAFETY: integer syscalls in the child, which ends with _exit.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::geteuid() == 0
+                && (libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>())
+                    != 0
+                    || libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534) != 0
+                    || libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) != 0)
+            {
+                libc::_exit(2);
+            }
+            let ok = libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) == 0;
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+    }
+    let pid = pid as libc::pid_t;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child, writing into a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        }
+        if r < 0 || std::time::Instant::now() > deadline {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Enters a new user namespace (`unshare(CLONE_NEWUSER)`). Async-signal-safe.
+pub fn unshare_userns() -> Result<(), (i32, &'static str)> {
+    // SAFETY: an integer syscall; the process is single-threaded (a forked child).
+    if unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) } != 0 {
+        return Err((nix::errno::Errno::last_raw(), "unshare(CLONE_NEWUSER)"));
+    }
+    Ok(())
+}
+
 /// Whether memfd_secret(2) works.
 pub fn secretmem_available() -> bool {
     memfd_secret().is_ok()
