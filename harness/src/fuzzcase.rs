@@ -484,6 +484,7 @@ impl FuzzCase {
                 kind: r.kind,
                 file_size: r.file_size.map(NumSpec::U),
                 fill: Fill::Pattern,
+                pkey: None,
             })
             .collect()
     }

@@ -7,7 +7,7 @@
 //! described, with its source, in docs/SEMANTICS.md under the same `decided_by` name.
 
 use crate::caps::{self, CapSet, Credentials};
-use crate::case::{Entry, Prot, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
+use crate::case::{Entry, Pkey, Prot, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
 use crate::expr::{IOV_MAX, MAX_RW_COUNT, PAGE};
 use crate::facts::Facts;
 use crate::plan::{ArrayImage, Creds, Plan, Region};
@@ -199,6 +199,23 @@ fn region_allows(r: &Region, access: Access, pku: bool, vvar_io: bool) -> bool {
     if r.kind == RegionKind::UffdWp && access == Access::PinWrite {
         return false;
     }
+    // A protection key binds the user copies of the process that allocated it, which is the
+    // caller for every region a user copy touches (its own, or a same-mm target's it built):
+    // the CPU checks PKRU on each user access the kernel makes for it (a fault, then
+    // do_user_addr_fault → bad_area_access_error → -EFAULT). A pin ignores keys:
+    // pin_user_pages_remote passes FOLL_REMOTE, so check_vma_flags and handle_mm_fault call
+    // arch_vma_access_permitted with foreign = true, which allows (the target's PKRU is
+    // never consulted, and neither is the caller's for its own mm).
+    if let Some(k) = r.pkey {
+        let denied = matches!(
+            (k, access),
+            (Pkey::DenyAccess, Access::UserRead | Access::UserWrite)
+                | (Pkey::DenyWrite, Access::UserWrite)
+        );
+        if denied {
+            return false;
+        }
+    }
     prot_allows(r.prot, access, pku)
 }
 
@@ -320,6 +337,9 @@ impl<'a> View<'a> {
 
 /// The initial byte at `off` of a region (see [`crate::pattern::initial`]).
 pub fn byte_of(r: &Region, off: u64) -> u8 {
+    if r.kind == RegionKind::AioRing {
+        return crate::pattern::aio_ring_byte(r.len, off);
+    }
     let in_file = r.file_size.is_none_or(|fs| off < fs);
     if r.fill == crate::case::Fill::Pattern && in_file {
         crate::pattern::byte(r.tag, off)

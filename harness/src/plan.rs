@@ -115,6 +115,7 @@ impl Special {
             kind,
             file_size: None,
             fill: Fill::Untouched,
+            pkey: None,
         }
     }
 }
@@ -133,6 +134,8 @@ pub struct Region {
     /// File length for file-backed kinds.
     pub file_size: Option<u64>,
     pub fill: Fill,
+    /// The protection key its owner tags it with (`pkey`).
+    pub pkey: Option<crate::case::Pkey>,
 }
 
 impl Region {
@@ -619,6 +622,7 @@ fn lay_out(
             kind: s.kind,
             file_size,
             fill: s.fill,
+            pkey: s.pkey,
         });
         cursor = end;
     }
@@ -1070,11 +1074,39 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             "PR_SET_PTRACER needs Yama: add `yama_scope: N` or `features: [yama]`",
         ));
     }
+    for (side, specs) in [
+        ("target.regions", &case.target.regions),
+        ("caller.regions", &case.caller.regions),
+    ] {
+        for (i, r) in specs.iter().enumerate().filter(|(_, r)| r.pkey.is_some()) {
+            if r.kind != RegionKind::Anon {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].pkey"),
+                    "a protection key goes on an `anon` region",
+                ));
+            }
+            // An exec-only mapping already carries the kernel's execute-only key
+            // (arch/x86/mm/pkeys.c execute_only_pkey).
+            if r.prot == Prot::Xo {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].pkey"),
+                    "an `xo` region already has the kernel's execute-only key; pick another prot",
+                ));
+            }
+            if !requires.features.contains(&Feature::Pkeys) {
+                return Err(PlanError::new(
+                    "requires.features",
+                    "a region with a `pkey` needs `features: [pkeys]`",
+                ));
+            }
+        }
+    }
     for (kind, feature, what) in [
         (RegionKind::Secretmem, Feature::Secretmem, "secretmem"),
         (RegionKind::Guarded, Feature::GuardPages, "guard_pages"),
         (RegionKind::Sealed, Feature::Mseal, "mseal"),
         (RegionKind::Hugetlb, Feature::Hugetlb, "hugetlb"),
+        (RegionKind::AioRing, Feature::Aio, "aio"),
         (RegionKind::UffdSigbus, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::Uffd, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::UffdWp, Feature::Userfaultfd, "userfaultfd"),
@@ -1111,6 +1143,38 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                     "userfaultfd regions are `rw`",
                 ));
             }
+        }
+    }
+    // The target creates its AIO context itself (the ring belongs to its mm), once.
+    for (side, regions) in [
+        ("target.regions", &target_regions),
+        ("caller.regions", &caller_regions),
+    ] {
+        for (i, r) in regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == RegionKind::AioRing)
+        {
+            if side == "caller.regions" || target_kind != TargetKind::Child {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    "an aio_ring region belongs to a `child` target",
+                ));
+            }
+            if r.prot != Prot::Rw || r.fill != Fill::Pattern {
+                return Err(PlanError::new(
+                    format!("{side}[{i}]"),
+                    "an aio_ring is `rw` and filled by the kernel: drop `prot` and `fill`",
+                ));
+            }
+        }
+        if regions
+            .iter()
+            .filter(|r| r.kind == RegionKind::AioRing)
+            .count()
+            > 1
+        {
+            return Err(PlanError::new(side, "at most one aio_ring region"));
         }
     }
     if target_kind == TargetKind::Kthread && !requires.features.contains(&Feature::Kthreadd) {

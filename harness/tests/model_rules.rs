@@ -733,3 +733,37 @@ fn userns_capabilities_count_in_the_targets_namespace() {
     let e = pvmtest::runner::load_str("t.yaml", "t", &ns_case("memfd", owned, "")).unwrap_err();
     assert!(e.to_string().contains("userns"), "{e}");
 }
+
+/// Protection keys (docs/SEMANTICS.md, "12a'''. Protection keys"): pins ignore them
+/// (FOLL_REMOTE → foreign), the caller's own user copies obey its PKRU.
+#[test]
+fn pkeys_bind_user_copies_not_pins() {
+    let case = |target: &str, tregion: &str, cregion: &str, call: &str| {
+        format!("description: t\nrequires:\n  features: [pkeys]\ntarget:\n{target}  regions: [{{name: data, pages: 2{tregion}}}]\ncaller:\n  regions: [{{name: buf, pages: 1}}, {{name: locked, pages: 1{cregion}}}]\ncall:\n{call}")
+    };
+    let readv = "  syscall: readv\n  local: [{base: buf, len: 8192}]\n  remote: [{base: data, len: 8192}]\n";
+    let writev = "  syscall: writev\n  local: [{base: buf, len: 8192}]\n  remote: [{base: data, len: 8192}]\n";
+    for k in [", pkey: deny_access", ", pkey: deny_write"] {
+        for call in [readv, writev] {
+            for target in ["", "  kind: self\n"] {
+                let p = model(&case(target, k, "", call));
+                assert_ok(&p, 8192, "complete");
+            }
+        }
+    }
+    // The caller's second page is keyed: the copy stops at its boundary.
+    let p = model(&case("", "", ", pkey: deny_access", readv));
+    assert_ok(&p, 4096, "local_fault");
+    let p = model(&case("", "", ", pkey: deny_write", readv));
+    assert_ok(&p, 4096, "local_fault");
+    let p = model(&case("", "", ", pkey: deny_write", writev));
+    assert_ok(&p, 8192, "complete");
+    let p = model(&case("", "", ", pkey: deny_access", writev));
+    assert_ok(&p, 4096, "local_fault");
+    // Refused shapes.
+    let y = "description: t\nrequires:\n  features: [pkeys]\ntarget:\n  regions: [{name: data, pages: 1, kind: memfd_shared, pkey: deny_write}]\ncall:\n  syscall: readv\n";
+    assert!(pvmtest::runner::load_str("t.yaml", "t", y).is_err());
+    let y = "description: t\ntarget:\n  regions: [{name: data, pages: 1, pkey: deny_write}]\ncall:\n  syscall: readv\n";
+    let e = pvmtest::runner::load_str("t.yaml", "t", y).unwrap_err();
+    assert!(e.to_string().contains("pkeys"), "{e}");
+}
