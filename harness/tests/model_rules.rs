@@ -767,3 +767,34 @@ fn pkeys_bind_user_copies_not_pins() {
     let e = pvmtest::runner::load_str("t.yaml", "t", y).unwrap_err();
     assert!(e.to_string().contains("pkeys"), "{e}");
 }
+
+/// The `[aio]` ring (docs/SEMANTICS.md, "12a''''"): pinnable both ways, read as the kernel's
+/// header and zeroed events.
+#[test]
+fn aio_ring_is_pinnable_and_holds_the_header() {
+    let case = |call: &str| {
+        format!("description: t\nrequires:\n  features: [aio]\ntarget:\n  regions:\n    - {{name: ring, pages: 1, kind: aio_ring}}\n    - {{name: gap, pages: 1, kind: hole}}\ncaller:\n  regions: [{{name: buf, pages: 2}}]\ncall:\n{call}")
+    };
+    let p = model(&case("  syscall: readv\n  local: [{base: buf, len: 8192}]\n  remote: [{base: ring, len: 8192}]\n"));
+    assert_ok(&p, 4096, "remote_fault");
+    let p = model(&case("  syscall: writev\n  local: [{base: buf, len: 100}]\n  remote: [{base: ring+32, len: 100}]\n"));
+    assert_ok(&p, 100, "complete");
+    // id 0, nr 127, head 0, tail 0, AIO_RING_MAGIC, compat 1, incompat 0, header_length 32.
+    let header: Vec<u8> = [0u32, 127, 0, 0, 0xa10a_10a1, 1, 0, 32]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let got: Vec<u8> = (0..32)
+        .map(|o| pvmtest::pattern::aio_ring_byte(4096, o))
+        .collect();
+    assert_eq!(got, header);
+    assert!((32..4096).all(|o| pvmtest::pattern::aio_ring_byte(4096, o) == 0));
+    // Only a child target's, rw.
+    for (target, caller) in [
+        ("  kind: self\n", ""),
+        ("", "  regions: [{name: r, pages: 1, kind: aio_ring}]\n"),
+    ] {
+        let y = format!("description: t\nrequires:\n  features: [aio]\ntarget:\n{target}  regions: [{{name: ring, pages: 1, kind: aio_ring}}]\ncaller:\n{caller}call:\n  syscall: readv\n");
+        assert!(pvmtest::runner::load_str("t.yaml", "t", &y).is_err(), "{y}");
+    }
+}
