@@ -136,6 +136,9 @@ pub enum Feature {
     Yama,
     /// Creating a PID namespace (needs CAP_SYS_ADMIN).
     Pidns,
+    /// A process without capabilities can create a user namespace (`unshare(CLONE_NEWUSER)`;
+    /// `user.max_user_namespaces`, Debian's `kernel.unprivileged_userns_clone`).
+    Userns,
     /// PID 2 is `kthreadd` (false inside a container's PID namespace).
     Kthreadd,
     /// `memfd_secret(2)` works (5.14+; 6.1 needs `secretmem.enable=1`).
@@ -144,6 +147,11 @@ pub enum Feature {
     GuardPages,
     /// `mseal(2)` (6.10+, 64-bit).
     Mseal,
+    /// `io_setup(2)` works (CONFIG_AIO, `fs.aio-max-nr` not exhausted).
+    Aio,
+    /// Memory protection keys: the CPU has PKU and the kernel enabled it (`pku` and `ospke` in
+    /// /proc/cpuinfo), so `pkey_alloc(2)` works.
+    Pkeys,
     /// Free 2 MiB huge pages in the hugetlb pool (`HugePages_Free` in /proc/meminfo).
     Hugetlb,
     /// The vsyscall page is not readable (`vsyscall=xonly`, the default since 5.18's
@@ -180,6 +188,11 @@ pub struct TargetSpec {
     /// or the caller (the target is then the caller's descendant). Child targets only.
     #[serde(default)]
     pub parent: TargetParent,
+    /// After its credential change the target unshares a new user namespace
+    /// (`unshare(CLONE_NEWUSER)`): its credentials then belong to a namespace owned by its
+    /// effective uid, while its mm keeps the harness's (`mm->user_ns`). Child targets only.
+    #[serde(default)]
+    pub userns: bool,
 }
 
 /// Whom a target declares as its ptracer (Yama's PR_SET_PTRACER exception).
@@ -276,6 +289,30 @@ pub struct RegionSpec {
     /// Initial contents (default: `pattern`; caller regions default to the canary pattern).
     #[serde(default)]
     pub fill: Fill,
+    /// A protection key: the process that maps the region allocates one with these rights in
+    /// its own PKRU (`pkey_alloc(0, rights)`) and tags the region with it (`pkey_mprotect`).
+    /// Anonymous regions only; needs `features: [pkeys]`.
+    pub pkey: Option<Pkey>,
+}
+
+/// The access rights a region's protection key leaves its owner (`pkey_alloc`'s `init_val`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pkey {
+    /// `PKEY_DISABLE_ACCESS`: no data access at all.
+    DenyAccess,
+    /// `PKEY_DISABLE_WRITE`: reads only.
+    DenyWrite,
+}
+
+impl Pkey {
+    /// `pkey_alloc`'s `init_val`.
+    pub fn rights(self) -> u32 {
+        match self {
+            Pkey::DenyAccess => 0x1,
+            Pkey::DenyWrite => 0x2,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -361,6 +398,12 @@ pub enum RegionKind {
     /// `UFFDIO_REGISTER_MODE_WP` (`UFFD_FEATURE_SIGBUS`) and write-protected
     /// (`UFFDIO_WRITEPROTECT`): reads work, a write fault is SIGBUS.
     UffdWp,
+    /// The `[aio]` ring of an AIO context the target creates (`io_setup(1, &ctx)`) and moves
+    /// here with `mremap` (fs/aio.c `aio_ring_mremap`): a `MAP_SHARED` mapping of the ring
+    /// file, VM_DONTEXPAND, filled by the kernel (a header, then zeroed events). Target of a
+    /// `child` only, prot `rw`, as many pages as the kernel sized the ring (1 up to 15
+    /// possible CPUs).
+    AioRing,
     /// The process's `[vdso]`: a special mapping the kernel made at exec, named in cases as
     /// `vdso` (never declared as a region; see [`crate::plan::Special`]).
     #[serde(skip_deserializing)]
@@ -415,6 +458,14 @@ pub struct CallerSpec {
     pub regions: Vec<RegionSpec>,
     /// When set, the call runs with these credentials (needs root to set up).
     pub creds: Option<CredSpec>,
+    /// The caller is forked into a new PID namespace (`clone(CLONE_NEWPID)`), whose pid 1 it
+    /// is: the call's pid is looked up there.
+    #[serde(default)]
+    pub pidns: bool,
+    /// After its credential change the caller unshares a new user namespace
+    /// (`unshare(CLONE_NEWUSER)`): it holds every capability there and none outside it.
+    #[serde(default)]
+    pub userns: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

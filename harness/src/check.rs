@@ -138,6 +138,10 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
         Feature::Memfd => (facts.memfd, "memfd_create"),
         Feature::Yama => (facts.yama_scope.is_some(), "the Yama LSM"),
         Feature::Pidns => (facts.pidns, "CAP_SYS_ADMIN to create a PID namespace"),
+        Feature::Userns => (
+            facts.userns,
+            "unprivileged user namespaces (user.max_user_namespaces > 0; Debian's kernel.unprivileged_userns_clone = 1)",
+        ),
         Feature::Kthreadd => (
             facts.kthreadd,
             "pid 2 to be kthreadd (not in a PID namespace)",
@@ -148,6 +152,14 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
         ),
         Feature::GuardPages => (facts.guard_pages, "MADV_GUARD_INSTALL (6.13+)"),
         Feature::Mseal => (facts.mseal, "mseal (6.10+)"),
+        Feature::Aio => (
+            facts.aio,
+            "io_setup (CONFIG_AIO, and room under fs.aio-max-nr)",
+        ),
+        Feature::Pkeys => (
+            facts.pku,
+            "memory protection keys (a CPU with PKU, enabled by the kernel: pku and ospke in /proc/cpuinfo)",
+        ),
         Feature::Hugetlb => (
             facts.hugepages_free >= plan.hugetlb_pages(),
             "free hugetlb pages (HugePages_Free in /proc/meminfo; set vm.nr_hugepages)",
@@ -181,6 +193,7 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         | Feature::Secretmem
         | Feature::GuardPages
         | Feature::Mseal
+        | Feature::Aio
         | Feature::VsyscallXonly
         | Feature::Vdso
         | Feature::Vvar
@@ -189,6 +202,8 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         Feature::Thp
         | Feature::Yama
         | Feature::Pidns
+        | Feature::Pkeys
+        | Feature::Userns
         | Feature::Kthreadd
         | Feature::Hugetlb
         | Feature::Userfaultfd => SkipBy::Machine,

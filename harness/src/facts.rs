@@ -24,6 +24,10 @@ pub struct Facts {
     pub thp: bool,
     pub memfd: bool,
     pub pidns: bool,
+    /// `io_setup(2)` works.
+    pub aio: bool,
+    /// A process without capabilities can create a user namespace.
+    pub userns: bool,
     pub kthreadd: bool,
     pub pid_max: i32,
     /// `memfd_secret(2)` works.
@@ -159,6 +163,8 @@ impl Facts {
             thp: true,
             memfd: true,
             pidns: true,
+            userns: true,
+            aio: true,
             kthreadd: true,
             pid_max: 4_194_304,
             secretmem: true,
@@ -293,6 +299,8 @@ impl Facts {
             thp,
             memfd: crate::sys::memfd_available(),
             pidns: cap_effective.has(crate::caps::SYS_ADMIN),
+            userns: crate::sys::userns_available(),
+            aio: crate::sys::aio_available(),
             kthreadd: read_trim("/proc/2/comm").as_deref() == Some("kthreadd"),
             pid_max: read_trim("/proc/sys/kernel/pid_max")
                 .and_then(|s| s.parse().ok())

@@ -484,6 +484,7 @@ impl FuzzCase {
                 kind: r.kind,
                 file_size: r.file_size.map(NumSpec::U),
                 fill: Fill::Pattern,
+                pkey: None,
             })
             .collect()
     }
@@ -552,10 +553,13 @@ impl FuzzCase {
                 } else {
                     TargetParent::Harness
                 },
+                userns: false,
             },
             caller: CallerSpec {
                 regions: Self::region_specs(&self.caller, 'c'),
                 creds: self.cred_spec(),
+                pidns: false,
+                userns: false,
             },
             call: CallSpec {
                 syscall: if self.write {

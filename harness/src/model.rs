@@ -7,7 +7,7 @@
 //! described, with its source, in docs/SEMANTICS.md under the same `decided_by` name.
 
 use crate::caps::{self, CapSet, Credentials};
-use crate::case::{Entry, Prot, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
+use crate::case::{Entry, Pkey, Prot, Ptracer, RegionKind, Syscall, TargetKind, TargetParent};
 use crate::expr::{IOV_MAX, MAX_RW_COUNT, PAGE};
 use crate::facts::Facts;
 use crate::plan::{ArrayImage, Creds, Plan, Region};
@@ -199,6 +199,23 @@ fn region_allows(r: &Region, access: Access, pku: bool, vvar_io: bool) -> bool {
     if r.kind == RegionKind::UffdWp && access == Access::PinWrite {
         return false;
     }
+    // A protection key binds the user copies of the process that allocated it, which is the
+    // caller for every region a user copy touches (its own, or a same-mm target's it built):
+    // the CPU checks PKRU on each user access the kernel makes for it (a fault, then
+    // do_user_addr_fault → bad_area_access_error → -EFAULT). A pin ignores keys:
+    // pin_user_pages_remote passes FOLL_REMOTE, so check_vma_flags and handle_mm_fault call
+    // arch_vma_access_permitted with foreign = true, which allows (the target's PKRU is
+    // never consulted, and neither is the caller's for its own mm).
+    if let Some(k) = r.pkey {
+        let denied = matches!(
+            (k, access),
+            (Pkey::DenyAccess, Access::UserRead | Access::UserWrite)
+                | (Pkey::DenyWrite, Access::UserWrite)
+        );
+        if denied {
+            return false;
+        }
+    }
     prot_allows(r.prot, access, pku)
 }
 
@@ -320,6 +337,9 @@ impl<'a> View<'a> {
 
 /// The initial byte at `off` of a region (see [`crate::pattern::initial`]).
 pub fn byte_of(r: &Region, off: u64) -> u8 {
+    if r.kind == RegionKind::AioRing {
+        return crate::pattern::aio_ring_byte(r.len, off);
+    }
     let in_file = r.file_size.is_none_or(|fs| off < fs);
     if r.fill == crate::case::Fill::Pattern && in_file {
         crate::pattern::byte(r.tag, off)
@@ -572,6 +592,27 @@ impl<'a> Model<'a> {
     /// `mm_access` and `__ptrace_may_access(PTRACE_MODE_ATTACH_REALCREDS)`.
     fn check_target(&mut self) -> Result<(), Fail> {
         let kind = self.plan.target_kind;
+        // find_get_task_by_vpid → find_vpid looks the number up in the caller's own PID
+        // namespace (task_active_pid_ns(current), kernel/pid.c). A caller that is pid 1 of a
+        // new namespace sees itself, its threads and the processes it forked there, nothing
+        // made outside it (exec refuses an outside pid that is 1 or 2).
+        if self.plan.caller_pidns {
+            let inside = match kind {
+                TargetKind::SelfProcess | TargetKind::Thread => true,
+                TargetKind::Child => self.plan.target_parent == TargetParent::Caller,
+                _ => false,
+            };
+            if !inside {
+                return Err((
+                    libc::ESRCH,
+                    "pid_lookup",
+                    Some(format!(
+                        "the {} target's pid was made outside the caller's PID namespace, so find_vpid finds no task there",
+                        kind.name()
+                    )),
+                ));
+            }
+        }
         match kind {
             TargetKind::Pid0
             | TargetKind::PidMinus1
@@ -612,9 +653,16 @@ impl<'a> Model<'a> {
         }
         let caller = proc_creds(self.plan.caller_creds.as_ref(), self.facts);
         let target = proc_creds(self.plan.target_creds.as_ref(), self.facts);
-        // ptrace_has_cap → ns_capable: the effective set. Every process of a case lives in the
-        // harness's user namespace, so "in the target's user namespace" always holds.
-        let ptrace_cap = caller.effective.has(caps::SYS_PTRACE);
+        // ptrace_has_cap → ns_capable(ns, CAP_SYS_PTRACE) → cap_capable, asked of two
+        // namespaces: the target's credentials' (`tcred->user_ns`, for the ids, the
+        // capability subset and Yama) and its mm's (`mm->user_ns`, for dumpable). The mm's is
+        // always the harness's: mm_alloc takes current_user_ns() at exec and dup_mm copies it
+        // at fork (kernel/fork.c); unshare never changes it.
+        let (caller_ns, target_ns) = user_namespaces(self.plan);
+        let (ptrace_cap, cap_text) = ns_capable(caller_ns, &caller, target_ns, target.ids.euid);
+        let (mm_cap, mm_text) = ns_capable(caller_ns, &caller, UserNs::Harness, target.ids.euid);
+        let cap = cap_text.as_str();
+        let in_ns = caller_ns != UserNs::Harness || target_ns != UserNs::Harness;
         let (c, t) = (caller.ids, target.ids);
         let ids_match = [t.uid, t.euid, t.suid].iter().all(|&u| u == c.uid)
             && [t.gid, t.egid, t.sgid].iter().all(|&g| g == c.gid);
@@ -622,7 +670,11 @@ impl<'a> Model<'a> {
             return Err((
                 libc::EPERM,
                 "perm_ids",
-                Some("real ids differ from the target's and no CAP_SYS_PTRACE".into()),
+                Some(if in_ns {
+                    format!("real ids differ from the target's and {cap}")
+                } else {
+                    "real ids differ from the target's and no CAP_SYS_PTRACE".into()
+                }),
             ));
         }
         let ids = format!(
@@ -636,14 +688,18 @@ impl<'a> Model<'a> {
                     "allowed: the caller's real uid and gid equal the target's real, effective and saved uids and gids (__ptrace_may_access, PTRACE_MODE_REALCREDS; {ids})"
                 )
             } else {
-                format!("allowed: the ids differ ({ids}), but {CAP} overrides the mismatch")
+                format!("allowed: the ids differ ({ids}), but {cap} overrides the mismatch")
             },
         );
-        if !self.plan.target_dumpable && !ptrace_cap {
+        if !self.plan.target_dumpable && !mm_cap {
             return Err((
                 libc::EPERM,
                 "perm_dumpable",
-                Some("target is not dumpable".into()),
+                Some(if in_ns {
+                    format!("target is not dumpable and, for its mm's user namespace, {mm_text}")
+                } else {
+                    "target is not dumpable".into()
+                }),
             ));
         }
         self.step(
@@ -651,31 +707,45 @@ impl<'a> Model<'a> {
             if self.plan.target_dumpable {
                 "allowed: the target is dumpable (get_dumpable == SUID_DUMP_USER in __ptrace_may_access)".to_string()
             } else {
-                format!("allowed: the target is not dumpable, but {CAP} overrides it")
+                format!("allowed: the target is not dumpable, but {mm_text} overrides it")
             },
         );
-        if !target.permitted.is_subset_of(caller.permitted) && !ptrace_cap {
+        // cap_ptrace_access_check: the subset rule holds only within one user namespace
+        // (`cred->user_ns == child_cred->user_ns`); otherwise only ns_capable counts.
+        let same_ns = caller_ns == target_ns;
+        let subset = same_ns && target.permitted.is_subset_of(caller.permitted);
+        if !subset && !ptrace_cap {
             return Err((
                 libc::EPERM,
                 "perm_caps",
-                Some("target's permitted capabilities exceed the caller's".into()),
+                Some(if same_ns {
+                    "target's permitted capabilities exceed the caller's".into()
+                } else {
+                    format!(
+                        "caller and target credentials are in different user namespaces, so only CAP_SYS_PTRACE counts, and {cap}"
+                    )
+                }),
             ));
         }
         self.step(
             "perm_caps",
-            if target.permitted.is_subset_of(caller.permitted) {
+            if !same_ns {
+                format!(
+                    "allowed: caller and target credentials are in different user namespaces, and {cap} (cap_ptrace_access_check)"
+                )
+            } else if subset {
                 format!(
                     "allowed: same user namespace and the target's permitted capabilities ({:#x}) are a subset of the caller's ({:#x}) (security/commoncap.c cap_ptrace_access_check)",
                     target.permitted.0, caller.permitted.0
                 )
             } else {
                 format!(
-                    "allowed: the target's permitted capabilities ({:#x}) exceed the caller's ({:#x}), but {CAP} overrides (cap_ptrace_access_check)",
+                    "allowed: the target's permitted capabilities ({:#x}) exceed the caller's ({:#x}), but {cap} overrides (cap_ptrace_access_check)",
                     target.permitted.0, caller.permitted.0
                 )
             },
         );
-        let yama = yama_check(self.facts.yama_scope, self.plan, ptrace_cap);
+        let yama = yama_check(self.facts.yama_scope, self.plan, ptrace_cap, cap);
         match yama {
             Ok(why) => {
                 self.step("perm_yama", why);
@@ -687,10 +757,15 @@ impl<'a> Model<'a> {
 
     /// `find_get_task_by_vpid` found the target's task.
     fn found_pid(&mut self, kind: TargetKind) {
+        let ns = if self.plan.caller_pidns {
+            ", made inside the caller's own PID namespace, where find_vpid looks"
+        } else {
+            ""
+        };
         self.step(
             "pid_lookup",
             format!(
-                "the pid names a task ({}; find_get_task_by_vpid in process_vm_rw_core)",
+                "the pid names a task ({}{ns}; find_get_task_by_vpid in process_vm_rw_core)",
                 kind.name()
             ),
         );
@@ -703,6 +778,62 @@ impl<'a> Model<'a> {
             "no_mm",
             "the task has an mm (mm_access → get_task_mm returns it)",
         );
+    }
+}
+
+/// A user namespace a case's credentials can live in: the harness's, or a child of it that
+/// the caller or the target unshared after its credential change (owned by that process's
+/// euid, `create_user_ns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserNs {
+    Harness,
+    Caller,
+    Target,
+}
+
+/// `ns_capable(ns, CAP_SYS_PTRACE)` for the caller (security/commoncap.c `cap_capable`, the
+/// same loop 5.10 to 7.3): in its own namespace its effective set counts (after
+/// `unshare(CLONE_NEWUSER)` that is every capability, kernel/cred.c `set_cred_user_ns`); a
+/// namespace at its own level or above that is not its own gives nothing; the owner of a
+/// child namespace of the caller's holds every capability in it; otherwise the walk goes on
+/// to the parent. `owner`: the target namespace's owner (the target's euid). With the
+/// verdict, a noun phrase (held) or a clause (not held) saying why, for the trace.
+fn ns_capable(caller_ns: UserNs, caller: &Credentials, ns: UserNs, owner: u32) -> (bool, String) {
+    let effective = caller.effective.has(caps::SYS_PTRACE);
+    match (caller_ns, ns) {
+        (UserNs::Harness, UserNs::Harness) => (
+            effective,
+            if effective {
+                "CAP_SYS_PTRACE in the caller's effective set (ptrace_has_cap → ns_capable in the target's user namespace)".into()
+            } else {
+                "the caller has no CAP_SYS_PTRACE in its effective set".into()
+            },
+        ),
+        (UserNs::Harness, _) if owner == caller.ids.euid => (
+            true,
+            format!(
+                "ownership of the target's user namespace (it is a child of the caller's, and its owner, uid {owner}, is the caller's euid: cap_capable grants the owner every capability)"
+            ),
+        ),
+        (UserNs::Harness, _) => (
+            effective,
+            if effective {
+                "CAP_SYS_PTRACE in the caller's effective set, which holds in the target's child user namespace too (cap_capable walks up to the caller's)".into()
+            } else {
+                format!(
+                    "the caller neither owns the target's user namespace (owner uid {owner}, caller euid {}) nor has CAP_SYS_PTRACE in its parent (cap_capable)",
+                    caller.ids.euid
+                )
+            },
+        ),
+        (UserNs::Caller, UserNs::Caller) => (
+            true,
+            "every capability, in the caller's own user namespace".into(),
+        ),
+        _ => (
+            false,
+            "the caller's capabilities belong to the user namespace it unshared, which is no ancestor of the one asked about (cap_capable: ns->level <= cred->user_ns->level gives -EPERM)".into(),
+        ),
     }
 }
 
@@ -737,7 +868,22 @@ pub fn proc_creds(c: Option<&Creds>, facts: &Facts) -> Credentials {
     }
 }
 
-const CAP: &str = "CAP_SYS_PTRACE in the caller's effective set (ptrace_has_cap → ns_capable in the target's user namespace)";
+/// The user namespaces of the caller and of the target's credentials (`caller.userns`,
+/// `target.userns`): each its own after an unshare, else the harness's.
+fn user_namespaces(plan: &Plan) -> (UserNs, UserNs) {
+    (
+        if plan.caller_userns {
+            UserNs::Caller
+        } else {
+            UserNs::Harness
+        },
+        if plan.target_userns {
+            UserNs::Target
+        } else {
+            UserNs::Harness
+        },
+    )
+}
 
 /// The permission steps before Yama's (`__ptrace_may_access` and `cap_ptrace_access_check`).
 pub const PERM_STEPS_BEFORE_YAMA: &[&str] = &["perm_ids", "perm_dumpable", "perm_caps"];
@@ -745,7 +891,12 @@ pub const PERM_STEPS_BEFORE_YAMA: &[&str] = &["perm_ids", "perm_dumpable", "perm
 /// security/yama/yama_lsm.c yama_ptrace_access_check at `scope` (same in 5.10 to 7.2): why
 /// it allows the call, or why it refuses it. `ptrace_cap`: CAP_SYS_PTRACE in the caller's
 /// effective set.
-fn yama_check(scope: Option<u8>, plan: &Plan, ptrace_cap: bool) -> Result<String, &'static str> {
+fn yama_check(
+    scope: Option<u8>,
+    plan: &Plan,
+    ptrace_cap: bool,
+    cap: &str,
+) -> Result<String, &'static str> {
     match scope {
         None => Ok("allowed: no Yama LSM on this kernel".into()),
         Some(0) => {
@@ -771,14 +922,14 @@ fn yama_check(scope: Option<u8>, plan: &Plan, ptrace_cap: bool) -> Result<String
                 ))
             } else if ptrace_cap {
                 Ok(format!(
-                    "allowed: Yama ptrace_scope 1, not a descendant and no ptracer exception, but {CAP}"
+                    "allowed: Yama ptrace_scope 1, not a descendant and no ptracer exception, but {cap}"
                 ))
             } else {
                 Err("ptrace_scope 1: not a descendant, no ptracer exception, no CAP_SYS_PTRACE")
             }
         }
         Some(2) if ptrace_cap => Ok(format!(
-            "allowed: Yama ptrace_scope 2 (admin-only attach) and {CAP}"
+            "allowed: Yama ptrace_scope 2 (admin-only attach) and {cap}"
         )),
         Some(2) => Err("ptrace_scope 2: no CAP_SYS_PTRACE"),
         Some(_) => Err("ptrace_scope 3: no attach at all"),
@@ -802,10 +953,11 @@ pub fn yama_hides_permission_checks(plan: &Plan, facts: &Facts) -> bool {
     let p = predict(plan, &open);
     let reached = PERM_STEPS_BEFORE_YAMA.contains(&p.decided_by)
         || p.trace.iter().any(|s| s.rule == "perm_ids");
-    let cap = proc_creds(plan.caller_creds.as_ref(), facts)
-        .effective
-        .has(caps::SYS_PTRACE);
-    reached && yama_check(facts.yama_scope, plan, cap).is_err()
+    let caller = proc_creds(plan.caller_creds.as_ref(), facts);
+    let target = proc_creds(plan.target_creds.as_ref(), facts);
+    let (caller_ns, target_ns) = user_namespaces(plan);
+    let (cap, text) = ns_capable(caller_ns, &caller, target_ns, target.ids.euid);
+    reached && yama_check(facts.yama_scope, plan, cap, &text).is_err()
 }
 
 /// The local iovec stream as `iov_iter` walks it.

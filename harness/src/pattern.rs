@@ -37,12 +37,32 @@ pub fn fill(buf: &mut [u8], tag: u8, start: u64) {
 /// zero for `fill: untouched`.
 pub fn initial(region: &Region) -> Vec<u8> {
     let len = region.backed_len() as usize;
+    if region.kind == crate::case::RegionKind::AioRing {
+        return (0..len as u64)
+            .map(|o| aio_ring_byte(len as u64, o))
+            .collect();
+    }
     let mut v = vec![0u8; len];
     if region.fill == crate::case::Fill::Pattern {
         let upto = region.file_size.map_or(len, |fs| (fs as usize).min(len));
         fill(&mut v[..upto], region.tag, 0);
     }
     v
+}
+
+/// The byte at `off` of a fresh `len`-byte `[aio]` ring: `struct aio_ring` (fs/aio.c) as
+/// `aio_setup_ring` writes it, `id` from `ioctx_add_table` (the first context of an mm takes
+/// slot 0), `nr` the events that fill the pages exactly; the events are zero (the ring pages
+/// are allocated `__GFP_ZERO`).
+pub fn aio_ring_byte(len: u64, off: u64) -> u8 {
+    const MAGIC: u32 = 0xa10a_10a1; // AIO_RING_MAGIC
+    let nr = (len.saturating_sub(32) / 32) as u32;
+    // id, nr, head, tail, magic, compat_features, incompat_features, header_length
+    let header: [u32; 8] = [0, nr, 0, 0, MAGIC, 1, 0, 32];
+    match off {
+        0..32 => header[(off / 4) as usize].to_le_bytes()[(off % 4) as usize],
+        _ => 0,
+    }
 }
 
 /// The file's initial contents for a file-backed region.

@@ -115,6 +115,7 @@ impl Special {
             kind,
             file_size: None,
             fill: Fill::Untouched,
+            pkey: None,
         }
     }
 }
@@ -133,6 +134,8 @@ pub struct Region {
     /// File length for file-backed kinds.
     pub file_size: Option<u64>,
     pub fill: Fill,
+    /// The protection key its owner tags it with (`pkey`).
+    pub pkey: Option<crate::case::Pkey>,
 }
 
 impl Region {
@@ -307,6 +310,12 @@ pub struct Plan {
     pub target_parent: TargetParent,
     pub caller_regions: Vec<Region>,
     pub caller_creds: Option<Creds>,
+    /// The caller is pid 1 of a new PID namespace (`caller.pidns`).
+    pub caller_pidns: bool,
+    /// The caller unshares a user namespace after its credential change (`caller.userns`).
+    pub caller_userns: bool,
+    /// The target unshares a user namespace after its credential change (`target.userns`).
+    pub target_userns: bool,
     pub arrays: Vec<ArrayImage>,
     /// Named unmapped pages, for labelling addresses: `hole`/`guard` of each side.
     pub landmarks: Vec<(&'static str, u64)>,
@@ -613,6 +622,7 @@ fn lay_out(
             kind: s.kind,
             file_size,
             fill: s.fill,
+            pkey: s.pkey,
         });
         cursor = end;
     }
@@ -1064,11 +1074,39 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             "PR_SET_PTRACER needs Yama: add `yama_scope: N` or `features: [yama]`",
         ));
     }
+    for (side, specs) in [
+        ("target.regions", &case.target.regions),
+        ("caller.regions", &case.caller.regions),
+    ] {
+        for (i, r) in specs.iter().enumerate().filter(|(_, r)| r.pkey.is_some()) {
+            if r.kind != RegionKind::Anon {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].pkey"),
+                    "a protection key goes on an `anon` region",
+                ));
+            }
+            // An exec-only mapping already carries the kernel's execute-only key
+            // (arch/x86/mm/pkeys.c execute_only_pkey).
+            if r.prot == Prot::Xo {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].pkey"),
+                    "an `xo` region already has the kernel's execute-only key; pick another prot",
+                ));
+            }
+            if !requires.features.contains(&Feature::Pkeys) {
+                return Err(PlanError::new(
+                    "requires.features",
+                    "a region with a `pkey` needs `features: [pkeys]`",
+                ));
+            }
+        }
+    }
     for (kind, feature, what) in [
         (RegionKind::Secretmem, Feature::Secretmem, "secretmem"),
         (RegionKind::Guarded, Feature::GuardPages, "guard_pages"),
         (RegionKind::Sealed, Feature::Mseal, "mseal"),
         (RegionKind::Hugetlb, Feature::Hugetlb, "hugetlb"),
+        (RegionKind::AioRing, Feature::Aio, "aio"),
         (RegionKind::UffdSigbus, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::Uffd, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::UffdWp, Feature::Userfaultfd, "userfaultfd"),
@@ -1107,10 +1145,76 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             }
         }
     }
+    // The target creates its AIO context itself (the ring belongs to its mm), once.
+    for (side, regions) in [
+        ("target.regions", &target_regions),
+        ("caller.regions", &caller_regions),
+    ] {
+        for (i, r) in regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == RegionKind::AioRing)
+        {
+            if side == "caller.regions" || target_kind != TargetKind::Child {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    "an aio_ring region belongs to a `child` target",
+                ));
+            }
+            if r.prot != Prot::Rw || r.fill != Fill::Pattern {
+                return Err(PlanError::new(
+                    format!("{side}[{i}]"),
+                    "an aio_ring is `rw` and filled by the kernel: drop `prot` and `fill`",
+                ));
+            }
+        }
+        if regions
+            .iter()
+            .filter(|r| r.kind == RegionKind::AioRing)
+            .count()
+            > 1
+        {
+            return Err(PlanError::new(side, "at most one aio_ring region"));
+        }
+    }
     if target_kind == TargetKind::Kthread && !requires.features.contains(&Feature::Kthreadd) {
         return Err(PlanError::new(
             "requires.features",
             "a kthread target needs `features: [kthreadd]`",
+        ));
+    }
+    if case.caller.pidns && !requires.features.contains(&Feature::Pidns) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a caller in a new PID namespace needs `features: [pidns]`",
+        ));
+    }
+    // kernel/fork.c copy_process: a namespace's init (SIGNAL_UNKILLABLE) may not create
+    // siblings with CLONE_PARENT, which is how a clone_vm target is made.
+    if case.caller.pidns && target_kind == TargetKind::CloneVm {
+        return Err(PlanError::new(
+            "caller.pidns",
+            "a clone_vm target needs CLONE_PARENT, which a PID namespace's init may not use (copy_process); pick another target kind",
+        ));
+    }
+    if (case.caller.userns || case.target.userns) && !requires.features.contains(&Feature::Userns) {
+        return Err(PlanError::new(
+            "requires.features",
+            "a user namespace needs `features: [userns]`",
+        ));
+    }
+    // kernel/fork.c check_unshare_flags: CLONE_NEWUSER implies CLONE_THREAD, which a
+    // process with a second thread may not unshare (EINVAL).
+    if case.caller.userns && target_kind == TargetKind::Thread {
+        return Err(PlanError::new(
+            "caller.userns",
+            "a caller with a thread target is multi-threaded, and unshare(CLONE_NEWUSER) refuses that (check_unshare_flags); pick another target kind",
+        ));
+    }
+    if case.target.userns && target_kind != TargetKind::Child {
+        return Err(PlanError::new(
+            "target.userns",
+            "only a `child` target unshares a user namespace; for the caller use `caller.userns`",
         ));
     }
     if target_kind == TargetKind::PidnsChild && !requires.features.contains(&Feature::Pidns) {
@@ -1202,6 +1306,9 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         target_parent: case.target.parent,
         caller_regions,
         caller_creds,
+        caller_pidns: case.caller.pidns,
+        caller_userns: case.caller.userns,
+        target_userns: case.target.userns,
         arrays,
         landmarks: vec![
             ("hole", thole),

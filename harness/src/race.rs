@@ -205,6 +205,11 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
         ));
     }
     for (i, r) in plan.target_regions.iter().enumerate() {
+        // An [aio] ring is made once per target (io_setup), so only a race that ends the
+        // target takes one: the next run starts a new target.
+        if r.kind == RegionKind::AioRing && spec.action == RaceActionSpec::Exit {
+            continue;
+        }
         if !matches!(r.kind, RegionKind::Anon | RegionKind::Hole) {
             return Err(err(
                 format!("target.regions[{i}].kind"),

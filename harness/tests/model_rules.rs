@@ -631,3 +631,170 @@ fn vvar_on_7_3_pins_only_the_present_time_page() {
     let e = load_str("t.yaml", "t", &read("vvar+2*page", 8)).unwrap_err();
     assert!(e.to_string().contains("rng page"), "{e}");
 }
+
+/// A case with `requires.features` and the given target and caller sections.
+fn ns_case(features: &str, target: &str, caller: &str) -> String {
+    format!("description: t\nrequires:\n  features: [{features}]\ntarget:\n  regions: [{{name: data, pages: 1}}]\n{target}caller:\n  regions: [{{name: buf, pages: 1}}]\n{caller}call:\n  syscall: readv\n  local: [{{base: buf, len: 8}}]\n  remote: [{{base: data, len: 8}}]\n")
+}
+
+/// pid_lookup (docs/SEMANTICS.md, "A caller in a new PID namespace"): find_vpid looks in the
+/// caller's namespace, which holds the caller, its threads and what it forked.
+#[test]
+fn pidns_caller_sees_only_its_own_namespace() {
+    let inside = "  pidns: true\n";
+    for target in ["  kind: self\n", "  kind: thread\n", "  parent: caller\n"] {
+        let p = model(&ns_case("pidns", target, inside));
+        assert_ok(&p, 8, "complete");
+    }
+    for (target, features) in [
+        ("", "pidns"),
+        ("  kind: zombie\n", "pidns"),
+        ("  kind: pidns_child\n", "pidns"),
+        ("  kind: kthread\n", "pidns, kthreadd"),
+        ("  kind: zombie_leader_thread\n", "pidns"),
+    ] {
+        let p = model(&ns_case(features, target, inside));
+        assert_err(&p, libc::ESRCH, "pid_lookup");
+    }
+    // Permission checks run as usual on a task found inside.
+    let p = model(&ns_case(
+        "pidns",
+        "  parent: caller\n",
+        "  pidns: true\n  creds: {uid: 1000}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    // A namespace init may not use CLONE_PARENT, which a clone_vm target needs.
+    let y = ns_case("pidns", "  kind: clone_vm\n", inside);
+    let e = pvmtest::runner::load_str("t.yaml", "t", &y).unwrap_err();
+    assert!(e.to_string().contains("caller.pidns"), "{e}");
+    // Without the feature the case is refused, not run unprivileged.
+    let y = ns_case("memfd", "", inside);
+    assert!(pvmtest::runner::load_str("t.yaml", "t", &y).is_err());
+}
+
+/// perm_ids / perm_dumpable / perm_caps across user namespaces (docs/SEMANTICS.md, "11a. User
+/// namespaces"): cap_capable asked of the target credentials' namespace and of its mm's.
+#[test]
+fn userns_capabilities_count_in_the_targets_namespace() {
+    let u = "userns";
+    // A caller that unshared: its capabilities stop at its own namespace.
+    let p = model(&ns_case(
+        u,
+        "  creds: {uid: 1000}\n",
+        "  creds: {uid: 1000}\n  userns: true\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    let p = model(&ns_case(u, "", "  userns: true\n"));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    let p = model(&ns_case(u, "  dumpable: false\n", "  userns: true\n"));
+    assert_err(&p, libc::EPERM, "perm_dumpable");
+    let p = model(&ns_case(
+        u,
+        "  kind: self\n",
+        "  creds: {uid: 1000}\n  userns: true\n",
+    ));
+    assert_ok(&p, 8, "complete");
+    // A target that unshared: its owner holds every capability there, not over its mm.
+    let owned = "  creds: {uid: 1000}\n  userns: true\n";
+    let p = model(&ns_case(u, owned, "  creds: {uid: 1000, gid: 1001}\n"));
+    assert_ok(&p, 8, "complete");
+    let p = model(&ns_case(u, owned, "  creds: {uid: 2000}\n"));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    let p = model(&ns_case(
+        u,
+        "  creds: {uid: 1000}\n  userns: true\n  dumpable: false\n",
+        "  creds: {uid: 1000, gid: 1001}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_dumpable");
+    // CAP_SYS_PTRACE in the parent covers the child namespace; without it, nothing does.
+    let p = model(&ns_case(u, owned, ""));
+    assert_ok(&p, 8, "complete");
+    let p = model(&ns_case(
+        u,
+        owned,
+        "  creds: {uid: 0, drop_effective_caps: [CAP_SYS_PTRACE]}\n",
+    ));
+    assert_err(&p, libc::EPERM, "perm_ids");
+    // Both in namespaces of their own: siblings, neither an ancestor.
+    let p = model(&ns_case(u, owned, "  creds: {uid: 1000}\n  userns: true\n"));
+    assert_err(&p, libc::EPERM, "perm_caps");
+    // Yama scope 2 asks for CAP_SYS_PTRACE in the target's namespace too.
+    let y = ns_case(u, owned, "  creds: {uid: 1000, gid: 1001}\n");
+    let p = model_on(V612, &y, |f| f.yama_scope = Some(2));
+    assert_ok(&p, 8, "complete");
+    // Refused shapes.
+    for (target, caller, field) in [
+        ("  kind: thread\n", "  userns: true\n", "caller.userns"),
+        ("  kind: zombie\n  userns: true\n", "", "target.userns"),
+    ] {
+        let e = pvmtest::runner::load_str("t.yaml", "t", &ns_case(u, target, caller)).unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    let e = pvmtest::runner::load_str("t.yaml", "t", &ns_case("memfd", owned, "")).unwrap_err();
+    assert!(e.to_string().contains("userns"), "{e}");
+}
+
+/// Protection keys (docs/SEMANTICS.md, "12a'''. Protection keys"): pins ignore them
+/// (FOLL_REMOTE → foreign), the caller's own user copies obey its PKRU.
+#[test]
+fn pkeys_bind_user_copies_not_pins() {
+    let case = |target: &str, tregion: &str, cregion: &str, call: &str| {
+        format!("description: t\nrequires:\n  features: [pkeys]\ntarget:\n{target}  regions: [{{name: data, pages: 2{tregion}}}]\ncaller:\n  regions: [{{name: buf, pages: 1}}, {{name: locked, pages: 1{cregion}}}]\ncall:\n{call}")
+    };
+    let readv = "  syscall: readv\n  local: [{base: buf, len: 8192}]\n  remote: [{base: data, len: 8192}]\n";
+    let writev = "  syscall: writev\n  local: [{base: buf, len: 8192}]\n  remote: [{base: data, len: 8192}]\n";
+    for k in [", pkey: deny_access", ", pkey: deny_write"] {
+        for call in [readv, writev] {
+            for target in ["", "  kind: self\n"] {
+                let p = model(&case(target, k, "", call));
+                assert_ok(&p, 8192, "complete");
+            }
+        }
+    }
+    // The caller's second page is keyed: the copy stops at its boundary.
+    let p = model(&case("", "", ", pkey: deny_access", readv));
+    assert_ok(&p, 4096, "local_fault");
+    let p = model(&case("", "", ", pkey: deny_write", readv));
+    assert_ok(&p, 4096, "local_fault");
+    let p = model(&case("", "", ", pkey: deny_write", writev));
+    assert_ok(&p, 8192, "complete");
+    let p = model(&case("", "", ", pkey: deny_access", writev));
+    assert_ok(&p, 4096, "local_fault");
+    // Refused shapes.
+    let y = "description: t\nrequires:\n  features: [pkeys]\ntarget:\n  regions: [{name: data, pages: 1, kind: memfd_shared, pkey: deny_write}]\ncall:\n  syscall: readv\n";
+    assert!(pvmtest::runner::load_str("t.yaml", "t", y).is_err());
+    let y = "description: t\ntarget:\n  regions: [{name: data, pages: 1, pkey: deny_write}]\ncall:\n  syscall: readv\n";
+    let e = pvmtest::runner::load_str("t.yaml", "t", y).unwrap_err();
+    assert!(e.to_string().contains("pkeys"), "{e}");
+}
+
+/// The `[aio]` ring (docs/SEMANTICS.md, "12a''''"): pinnable both ways, read as the kernel's
+/// header and zeroed events.
+#[test]
+fn aio_ring_is_pinnable_and_holds_the_header() {
+    let case = |call: &str| {
+        format!("description: t\nrequires:\n  features: [aio]\ntarget:\n  regions:\n    - {{name: ring, pages: 1, kind: aio_ring}}\n    - {{name: gap, pages: 1, kind: hole}}\ncaller:\n  regions: [{{name: buf, pages: 2}}]\ncall:\n{call}")
+    };
+    let p = model(&case("  syscall: readv\n  local: [{base: buf, len: 8192}]\n  remote: [{base: ring, len: 8192}]\n"));
+    assert_ok(&p, 4096, "remote_fault");
+    let p = model(&case("  syscall: writev\n  local: [{base: buf, len: 100}]\n  remote: [{base: ring+32, len: 100}]\n"));
+    assert_ok(&p, 100, "complete");
+    // id 0, nr 127, head 0, tail 0, AIO_RING_MAGIC, compat 1, incompat 0, header_length 32.
+    let header: Vec<u8> = [0u32, 127, 0, 0, 0xa10a_10a1, 1, 0, 32]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let got: Vec<u8> = (0..32)
+        .map(|o| pvmtest::pattern::aio_ring_byte(4096, o))
+        .collect();
+    assert_eq!(got, header);
+    assert!((32..4096).all(|o| pvmtest::pattern::aio_ring_byte(4096, o) == 0));
+    // Only a child target's, rw.
+    for (target, caller) in [
+        ("  kind: self\n", ""),
+        ("", "  regions: [{name: r, pages: 1, kind: aio_ring}]\n"),
+    ] {
+        let y = format!("description: t\nrequires:\n  features: [aio]\ntarget:\n{target}  regions: [{{name: ring, pages: 1, kind: aio_ring}}]\ncaller:\n{caller}call:\n  syscall: readv\n");
+        assert!(pvmtest::runner::load_str("t.yaml", "t", &y).is_err(), "{y}");
+    }
+}

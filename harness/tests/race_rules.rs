@@ -236,3 +236,26 @@ fn race_errors_point_into_the_race_section() {
     let line = y.lines().position(|l| l == "  prot: ro").unwrap() + 1;
     assert_eq!(e.line, Some(line), "{e}");
 }
+
+/// An `[aio]` ring is made once per target, so only an `exit` race, which starts a new
+/// target for every run, may lay one out; its allowed set is the exit rule's.
+#[test]
+fn aio_ring_only_in_exit_races() {
+    let ring = "    - {name: data, pages: 3}\n    - {name: ring, pages: 1, kind: aio_ring}\n";
+    let with = |race: &str| {
+        case(ring, "readv", "{base: data, len: 4*page}", race).replacen(
+            "description: t\n",
+            "description: t\nrequires:\n  features: [aio]\n",
+            1,
+        )
+    };
+    let p = plan(&with("  action: exit\n"));
+    assert_eq!(names(&p), ["16384", "ESRCH"]);
+    let e = load_str(
+        "t.yaml",
+        "race/t",
+        &with("  action: munmap\n  region: data\n"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("aio_ring"), "{e}");
+}

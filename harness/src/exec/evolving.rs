@@ -73,6 +73,9 @@ pub enum MapFill {
     PerPage(u8),
     /// Left as mapped: zero, and no memory used until touched (`fill: untouched`).
     Zero,
+    /// Not anonymous memory: the `[aio]` ring of a new AIO context, moved here
+    /// ([`crate::sys::aio_ring_at`]); the kernel fills it.
+    AioRing,
 }
 
 impl MapFill {
@@ -82,6 +85,7 @@ impl MapFill {
             MapFill::Pattern(tag) => tag as u64,
             MapFill::PerPage(tag) => 1 << 8 | tag as u64,
             MapFill::Zero => 2 << 8,
+            MapFill::AioRing => 3 << 8,
         }
     }
 }
@@ -109,9 +113,10 @@ impl Lay {
         Lay {
             addr: r.start,
             len: r.len,
-            fill: match r.fill {
-                Fill::Pattern => MapFill::Pattern(r.tag),
-                Fill::Untouched => MapFill::Zero,
+            fill: match (r.kind, r.fill) {
+                (crate::case::RegionKind::AioRing, _) => MapFill::AioRing,
+                (_, Fill::Pattern) => MapFill::Pattern(r.tag),
+                (_, Fill::Untouched) => MapFill::Zero,
             },
             prot: r.prot.bits(),
         }
@@ -517,6 +522,12 @@ fn act(op: u64, addr: u64, len: u64, arg: u64) -> i64 {
 
 /// Maps one region of a layout afresh: fresh memory, filled, protected.
 fn lay(l: &Lay) -> i64 {
+    if l.fill == MapFill::AioRing {
+        return match crate::sys::aio_ring_at(l.addr, l.len) {
+            Ok(()) => 0,
+            Err((e, _)) => -(e as i64),
+        };
+    }
     let r = act(OP_MAP, l.addr, l.len, l.fill.arg());
     if r != 0 || l.prot == libc::PROT_READ | libc::PROT_WRITE {
         return r;

@@ -86,6 +86,10 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
         if r.is_hole() {
             continue;
         }
+        if r.kind == RegionKind::AioRing {
+            crate::sys::aio_ring_at(r.start, r.len)?;
+            continue;
+        }
         let (flags, fd) = match r.kind {
             RegionKind::Anon
             | RegionKind::Thp
@@ -116,7 +120,11 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             }
             // Holes stay unmapped; the kernel's special mappings are never built (a plan never
             // lists them as regions).
-            RegionKind::Hole | RegionKind::Vdso | RegionKind::Vvar | RegionKind::VvarVclock => {
+            RegionKind::Hole
+            | RegionKind::AioRing
+            | RegionKind::Vdso
+            | RegionKind::Vvar
+            | RegionKind::VvarVclock => {
                 unreachable!()
             }
         };
@@ -153,6 +161,22 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             // SAFETY: changes protection of a range this process just mapped.
             if unsafe { libc::mprotect(p, r.len as usize, r.prot.bits()) } != 0 {
                 return Err((errno(), "mprotect"));
+            }
+        }
+        if let Some(k) = r.pkey {
+            let key = crate::sys::pkey_alloc(k.rights())?;
+            // SAFETY: tags a range this process just mapped; its protection stays as set.
+            if unsafe {
+                libc::syscall(
+                    libc::SYS_pkey_mprotect,
+                    p,
+                    r.len as usize,
+                    r.prot.bits(),
+                    key,
+                )
+            } != 0
+            {
+                return Err((errno(), "pkey_mprotect"));
             }
         }
         if r.kind == RegionKind::Guarded {
@@ -256,6 +280,11 @@ pub fn dump(regions: &[Region], fd: RawFd) -> bool {
 /// Hands `sink` the address and backed length of every dumped region with bytes, in order,
 /// making each readable first (it stays so); `false` as soon as that or `sink` fails.
 pub fn dump_with(regions: &[Region], mut sink: impl FnMut(u64, usize) -> bool) -> bool {
+    // The dump reads the regions through write(2), whose copy_from_user obeys this thread's
+    // PKRU: open every key first (the call the case is about has already been made).
+    if regions.iter().any(|r| r.pkey.is_some()) {
+        crate::sys::pkru_allow_all();
+    }
     for r in regions.iter().filter(|r| dumped(r)) {
         let len = r.backed_len();
         if len == 0 {

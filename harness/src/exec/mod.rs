@@ -361,7 +361,10 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
         if let Some(c) = &plan.target_creds {
             crate::sys::creds::apply(c)?;
         }
-        if plan.target_creds.is_some() || !plan.target_dumpable {
+        if plan.target_userns {
+            crate::sys::unshare_userns()?;
+        }
+        if plan.target_creds.is_some() || plan.target_userns || !plan.target_dumpable {
             // A credential change resets dumpable to suid_dumpable; set what the case asked.
             crate::sys::creds::set_dumpable(plan.target_dumpable)?;
         }
@@ -475,6 +478,18 @@ fn error_message(errno: i32) -> [u8; 9] {
     m
 }
 
+/// The caller's credentials, then its user namespace: unshared after the id change, which a
+/// process holding no capability in the harness's namespace could not make any more.
+fn enter_caller_creds(plan: &Plan) -> Result<(), (i32, &'static str)> {
+    if let Some(cr) = &plan.caller_creds {
+        crate::sys::creds::apply(cr)?;
+    }
+    if plan.caller_userns {
+        crate::sys::unshare_userns()?;
+    }
+    Ok(())
+}
+
 fn caller_main(c: &CallerCtx<'_>) -> i32 {
     let plan = c.plan;
     let mut own_target: Option<Child> = None;
@@ -491,9 +506,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
             match fork_own_target(c, ctx) {
                 Ok((child, pid)) => {
                     own_target = Some(child);
-                    if let Some(cr) = &plan.caller_creds {
-                        crate::sys::creds::apply(cr)?;
-                    }
+                    enter_caller_creds(plan)?;
                     return Ok(pid);
                 }
                 Err(m) => {
@@ -522,9 +535,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
             }
             _ => c.target_pid,
         };
-        if let Some(cr) = &plan.caller_creds {
-            crate::sys::creds::apply(cr)?;
-        }
+        enter_caller_creds(plan)?;
         Ok(pid)
     };
     let pid = match setup() {
@@ -696,6 +707,14 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         panic!("injected panic (PVMTEST_INJECT=panic) with the target up");
     }
 
+    // A caller in a new PID namespace names a target made outside it only when that
+    // namespace holds nobody but the caller (pid 1): no thread, no target of its own. The
+    // model takes such a pid to name nothing there, which fails only for pid 1.
+    if plan.caller_pidns && target_pid == 1 {
+        return Err(format!(
+            "the target's pid {target_pid} would also name a task in the caller's new PID namespace"
+        ));
+    }
     let (up_r, up_w) = proc::pipe().map_err(|e| format!("pipe: {e}"))?;
     let ctx = CallerCtx {
         // SAFETY: getpid has no preconditions.
@@ -716,7 +735,12 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             .as_ref()
             .map_or([-1, -1], |(up, down)| [up.as_raw_fd(), down.as_raw_fd()]),
     };
-    let caller = proc::fork_child(b"pvmtest-caller\0", || caller_main(&ctx))
+    let caller_flags = if plan.caller_pidns {
+        libc::CLONE_NEWPID as libc::c_ulong
+    } else {
+        0
+    };
+    let caller = proc::fork_with(b"pvmtest-caller\0", caller_flags, || caller_main(&ctx))
         .map_err(|e| format!("forking the caller: {e}"))?;
     drop(up_w);
     drop(own_pipes);

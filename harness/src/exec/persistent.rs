@@ -217,6 +217,7 @@ fn array_region(a: &ArrayImage) -> Region {
         kind: RegionKind::Anon,
         file_size: None,
         fill: Fill::Untouched,
+        pkey: None,
     }
 }
 
@@ -302,6 +303,7 @@ fn target_loop(ctl: RawFd, reply: RawFd) -> i32 {
                         kind: kind_of(op[1]),
                         file_size: (op[3] != 0).then_some(file_size),
                         fill: Fill::Pattern,
+                        pkey: None,
                     };
                     let fds = [(fd >= 0).then_some(fd)];
                     if let Err((e, _)) = layout::build(std::slice::from_ref(&r), &fds) {
@@ -612,6 +614,7 @@ impl Persistent {
                     kind,
                     file_size: Some(0),
                     fill: Fill::Pattern,
+                    pkey: None,
                 };
                 pool[k].push(super::make_file(&r)?);
             }

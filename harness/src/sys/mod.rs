@@ -200,6 +200,141 @@ pub fn memfd_secret() -> Result<std::os::fd::OwnedFd, i32> {
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
+/// Whether a process without capabilities can create a user namespace: a forked child drops
+/// to uid/gid 65534 (when it is root) and calls `unshare(CLONE_NEWUSER)`. Debian's
+/// `kernel.unprivileged_userns_clone` and `user.max_user_namespaces` refuse it with EPERM or
+/// ENOSPC; a root-only probe would miss both. The child is killed and reaped after 2 s.
+pub fn userns_available() -> bool {
+    // SAFETY: a raw fork; the child makes raw syscalls only and _exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        // SAFETY: integer syscalls in the child, which ends with _exit.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::geteuid() == 0
+                && (libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>())
+                    != 0
+                    || libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534) != 0
+                    || libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) != 0)
+            {
+                libc::_exit(2);
+            }
+            let ok = libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) == 0;
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+    }
+    let pid = pid as libc::pid_t;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child, writing into a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        }
+        if r < 0 || std::time::Instant::now() > deadline {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Enters a new user namespace (`unshare(CLONE_NEWUSER)`). Async-signal-safe.
+pub fn unshare_userns() -> Result<(), (i32, &'static str)> {
+    // SAFETY: an integer syscall; the process is single-threaded (a forked child).
+    if unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) } != 0 {
+        return Err((nix::errno::Errno::last_raw(), "unshare(CLONE_NEWUSER)"));
+    }
+    Ok(())
+}
+
+/// Whether io_setup(2) works: a one-event context, destroyed again.
+pub fn aio_available() -> bool {
+    let mut ctx: u64 = 0;
+    // SAFETY: io_setup writes the context id into a local; io_destroy releases it.
+    unsafe {
+        if libc::syscall(libc::SYS_io_setup, 1usize, &mut ctx as *mut u64) != 0 {
+            return false;
+        }
+        libc::syscall(libc::SYS_io_destroy, ctx);
+    }
+    true
+}
+
+/// Creates a one-event AIO context and moves its `[aio]` ring to `[start, start+len)`, which
+/// must be unmapped. Fails (EINVAL) when the kernel sized the ring differently: io_setup
+/// rounds the event count up with num_possible_cpus (fs/aio.c `ioctx_alloc`), and
+/// `ring->nr` says what it made (the ring fills its pages exactly, `aio_setup_ring`).
+/// Async-signal-safe.
+pub fn aio_ring_at(start: u64, len: u64) -> Result<(), (i32, &'static str)> {
+    let mut ctx: u64 = 0;
+    // SAFETY: io_setup writes the ring's address into a local; the ring is readable memory
+    // of this process from then on, and mremap moves only that mapping.
+    unsafe {
+        if libc::syscall(libc::SYS_io_setup, 1usize, &mut ctx as *mut u64) != 0 {
+            return Err((nix::errno::Errno::last_raw(), "io_setup"));
+        }
+        let nr = ((ctx + 4) as *const u32).read_volatile() as u64;
+        let ring_len = 32 + 32 * nr;
+        if ring_len != len {
+            return Err((libc::EINVAL, "io_setup: ring size differs"));
+        }
+        let p = libc::mremap(
+            ctx as *mut libc::c_void,
+            len as usize,
+            len as usize,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            start as *mut libc::c_void,
+        );
+        if p as u64 != start {
+            return Err((nix::errno::Errno::last_raw(), "mremap([aio])"));
+        }
+    }
+    Ok(())
+}
+
+/// `pkey_alloc(0, rights)`: a new protection key whose rights this thread's PKRU gets.
+pub fn pkey_alloc(rights: u32) -> Result<i32, (i32, &'static str)> {
+    // SAFETY: integer arguments only.
+    let k = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0usize, rights as usize) };
+    if k < 0 {
+        return Err((nix::errno::Errno::last_raw(), "pkey_alloc"));
+    }
+    Ok(k as i32)
+}
+
+/// Sets this thread's PKRU to 0: every protection key allows every access. Only called where
+/// a key was allocated, so the CPU has WRPKRU.
+pub fn pkru_allow_all() {
+    // SAFETY: WRPKRU (0f 01 ef) with ecx = edx = 0 writes eax into PKRU; it touches no memory.
+    unsafe {
+        std::arch::asm!(
+            ".byte 0x0f, 0x01, 0xef",
+            in("eax") 0u32,
+            in("ecx") 0u32,
+            in("edx") 0u32,
+            options(nostack)
+        );
+    }
+}
+
 /// Whether memfd_secret(2) works.
 pub fn secretmem_available() -> bool {
     memfd_secret().is_ok()
