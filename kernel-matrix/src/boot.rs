@@ -191,6 +191,19 @@ pub fn run(cfg: &VmConfig, on_line: &mut dyn FnMut(&Line)) -> Result<VmOutcome> 
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // If kernel-matrix dies without running its drop guard or signal handler (SIGKILL, or a
+    // parent that signalled only itself), QEMU dies with it instead of running on. The death
+    // signal follows the spawning thread, which is this one: it waits for QEMU below and
+    // kills it on the way out, so the signal never fires early.
+    // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let start = Instant::now();
     let child = cmd.spawn().map_err(|e| {
         Error::new(format!(

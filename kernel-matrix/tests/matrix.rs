@@ -422,10 +422,22 @@ fn fuzz_runs_generated_cases_in_a_kernel() {
 /// Ctrl-C while VMs run: kernel-matrix dies of SIGINT and takes every QEMU with it.
 #[test]
 fn sigint_leaves_no_vm() {
-    if !vms_available("sigint_leaves_no_vm") {
+    killed_mid_run_leaves_no_vm("sigint", "-INT", libc_sigint());
+}
+
+/// SIGKILL while VMs run: no handler runs, and every QEMU still dies with kernel-matrix
+/// (PR_SET_PDEATHSIG), instead of running on until its guest powers off.
+#[test]
+fn sigkill_leaves_no_vm() {
+    killed_mid_run_leaves_no_vm("sigkill", "-KILL", 9);
+}
+
+fn killed_mid_run_leaves_no_vm(name: &str, kill_arg: &str, signal: i32) {
+    let test = format!("{name}_leaves_no_vm");
+    if !vms_available(&test) {
         return;
     }
-    let t = tag("sigint");
+    let t = tag(name);
     let mut child = km(&t)
         .args([
             "run", "--kernel", "6.1", "--kernel", "6.12", "--accel", "tcg",
@@ -441,11 +453,11 @@ fn sigint_leaves_no_vm() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([kill_arg, &child.id().to_string()])
         .status();
     let st = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(st.signal(), Some(libc_sigint()), "{st:?}");
+    assert_eq!(st.signal(), Some(signal), "{st:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !leftovers(&t).is_empty() {
         assert!(
