@@ -1284,6 +1284,34 @@ mod tests {
         w("mm/process_vm_access.c", "a\nif (flags != 0)\nc\n");
     }
 
+    /// Applies a one-line flags patch to `tree` in a scratch copy under `work` and checks the
+    /// copy: the scratch dir, its state file, the patched file, the state and the patch.
+    fn patch_flags(tree: &KernelTree, work: &Path) -> (PathBuf, PathBuf, PathBuf, State, Patch) {
+        let patch_file = work.join("p.patch");
+        std::fs::write(
+            &patch_file,
+            "--- a/mm/process_vm_access.c\n+++ b/mm/process_vm_access.c\n@@ -1,3 +1,3 @@\n a\n-if (flags != 0)\n+if (flags & ~1UL)\n c\n",
+        )
+        .unwrap();
+        let scratch = work.join("src");
+        let state_path = work.join("state.json");
+        let p = read_patch(&patch_file).unwrap();
+        let st = prepare_scratch(
+            tree,
+            &scratch,
+            std::slice::from_ref(&p),
+            State::default(),
+            &state_path,
+        )
+        .unwrap();
+        let sf = scratch.join("mm/process_vm_access.c");
+        assert_eq!(
+            std::fs::read_to_string(&sf).unwrap(),
+            "a\nif (flags & ~1UL)\nc\n"
+        );
+        (scratch, state_path, sf, st, p)
+    }
+
     #[test]
     fn patching_a_git_tree_uses_a_worktree_of_head() {
         let user = tempfile::tempdir().unwrap();
@@ -1309,28 +1337,7 @@ mod tests {
         let tree = detect_tree(user.path()).unwrap();
         assert!(tree.git);
         let work = tempfile::tempdir().unwrap();
-        let patch_file = work.path().join("p.patch");
-        std::fs::write(
-            &patch_file,
-            "--- a/mm/process_vm_access.c\n+++ b/mm/process_vm_access.c\n@@ -1,3 +1,3 @@\n a\n-if (flags != 0)\n+if (flags & ~1UL)\n c\n",
-        )
-        .unwrap();
-        let scratch = work.path().join("src");
-        let state_path = work.path().join("state.json");
-        let p = read_patch(&patch_file).unwrap();
-        let st = prepare_scratch(
-            &tree,
-            &scratch,
-            std::slice::from_ref(&p),
-            State::default(),
-            &state_path,
-        )
-        .unwrap();
-        let sf = scratch.join("mm/process_vm_access.c");
-        assert_eq!(
-            std::fs::read_to_string(&sf).unwrap(),
-            "a\nif (flags & ~1UL)\nc\n"
-        );
+        let (scratch, state_path, sf, st, _) = patch_flags(&tree, work.path());
         assert_eq!(git(user.path(), &["status", "--porcelain"]), "");
         assert!(git(user.path(), &["worktree", "list"]).contains(&scratch.display().to_string()));
         let head = git(user.path(), &["rev-parse", "HEAD"]);
@@ -1392,29 +1399,8 @@ mod tests {
         let f = user.path().join("mm/process_vm_access.c");
         let before = std::fs::metadata(&f).unwrap();
         let work = tempfile::tempdir().unwrap();
-        let patch_file = work.path().join("p.patch");
-        std::fs::write(
-            &patch_file,
-            "--- a/mm/process_vm_access.c\n+++ b/mm/process_vm_access.c\n@@ -1,3 +1,3 @@\n a\n-if (flags != 0)\n+if (flags & ~1UL)\n c\n",
-        )
-        .unwrap();
         let tree = detect_tree(user.path()).unwrap();
-        let scratch = work.path().join("src");
-        let state_path = work.path().join("state.json");
-        let p = read_patch(&patch_file).unwrap();
-        let st = prepare_scratch(
-            &tree,
-            &scratch,
-            std::slice::from_ref(&p),
-            State::default(),
-            &state_path,
-        )
-        .unwrap();
-        let sf = scratch.join("mm/process_vm_access.c");
-        assert_eq!(
-            std::fs::read_to_string(&sf).unwrap(),
-            "a\nif (flags & ~1UL)\nc\n"
-        );
+        let (scratch, state_path, sf, st, p) = patch_flags(&tree, work.path());
         assert_eq!(
             std::fs::read_to_string(&f).unwrap(),
             "a\nif (flags != 0)\nc\n"

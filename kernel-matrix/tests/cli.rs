@@ -305,14 +305,9 @@ fn build_fragment_with_an_unknown_symbol() {
     );
 }
 
-#[test]
-fn build_patch_that_does_not_apply_leaves_the_tree_alone() {
-    let (d, cache) = empty_cache();
-    let tree = d.path().join("linux");
-    fake_kernel_tree(&tree);
-    std::fs::write(tree.join("mm/process_vm_access.c"), "something else\n").unwrap();
-    let before = snapshot(&tree);
-    let out = km(&[
+/// `kernel-matrix build TREE --patch <the accept-flag-1 fixture>` with its own cache.
+fn build_with_fixture(tree: &Path, cache: &Path) -> Output {
+    km(&[
         "build",
         tree.to_str().unwrap(),
         "--patch",
@@ -321,7 +316,17 @@ fn build_patch_that_does_not_apply_leaves_the_tree_alone() {
         cache.to_str().unwrap(),
     ])
     .output()
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn build_patch_that_does_not_apply_leaves_the_tree_alone() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    std::fs::write(tree.join("mm/process_vm_access.c"), "something else\n").unwrap();
+    let before = snapshot(&tree);
+    let out = build_with_fixture(&tree, &cache);
     one_line_error(
         out,
         &[
@@ -338,16 +343,7 @@ fn build_failure_names_the_log_and_the_tree_stays_untouched() {
     let tree = d.path().join("linux");
     fake_kernel_tree(&tree);
     let before = snapshot(&tree);
-    let out = km(&[
-        "build",
-        tree.to_str().unwrap(),
-        "--patch",
-        "kernel-matrix/tests/fixtures/accept-flag-1.patch",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
+    let out = build_with_fixture(&tree, &cache);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
