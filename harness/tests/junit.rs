@@ -2,8 +2,11 @@
 //! a CI test reporter would): counts, names, classnames, skip reasons, failure and error
 //! details, and text that needs escaping; and `--filter`.
 
+mod common;
+
+use common::PAGE;
 use pvmtest::facts::Facts;
-use pvmtest::runner::{load_str, CaseResult, Status};
+use pvmtest::runner::Status;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -21,8 +24,6 @@ fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(d.join("cases/grp")).unwrap();
     d
 }
-
-const PAGE: &str = "target:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 64}]\n  remote: [{base: data, len: 64}]\n";
 
 /// A passing case, a failing one (its pin disagrees with the model: a `fail` before anything
 /// runs), a skipped one (a kernel older than any that runs this), and a writev case.
@@ -131,47 +132,27 @@ fn run_format_junit_is_read_back_by_a_junit_parser() {
 /// characters, a CDATA end) still give a document the parser accepts, with the text intact.
 #[test]
 fn every_status_and_hostile_text_survive_the_parser() {
-    let plan = load_str(
-        "cases/grp/x.yaml",
-        "grp/x",
-        &format!("description: x\n{PAGE}"),
-    )
-    .unwrap();
-    let facts = Facts::example((6, 12, 0));
-    let pred = pvmtest::model::predict(&plan, &facts);
     let hostile = "a < b && c > d \"q\" 'a' ]]> \x1b[31mred\x1b[0m\ttab\nline two";
-    let result = |status, id: &str, reason: Option<&str>, observed| {
-        let mut p = plan.clone();
-        p.id = id.into();
-        CaseResult {
-            plan: p,
-            status,
-            reason: reason.map(str::to_string),
-            skip_by: None,
-            prediction: Some(pred.clone()),
-            observed,
-            pid: None,
-            duration: Duration::from_millis(12),
-            race: None,
-        }
-    };
-    let results = vec![
-        result(Status::Pass, "grp/pass", None, Some(Ok(64))),
-        result(Status::Skip, "grp/skip", Some(hostile), None),
-        result(
-            Status::Fail,
-            "grp/fail",
-            Some(hostile),
-            Some(Err(libc::EFAULT)),
-        ),
-        result(Status::Broken, "other/broken", Some(hostile), None),
-        result(
-            Status::Broken,
-            "bare",
-            Some("target never became ready within 5000 ms"),
-            None,
-        ),
-    ];
+    let (results, facts) = common::results(
+        &[
+            (Status::Pass, "grp/pass", None, Some(Ok(64))),
+            (Status::Skip, "grp/skip", Some(hostile), None),
+            (
+                Status::Fail,
+                "grp/fail",
+                Some(hostile),
+                Some(Err(libc::EFAULT)),
+            ),
+            (Status::Broken, "other/broken", Some(hostile), None),
+            (
+                Status::Broken,
+                "bare",
+                Some("target never became ready within 5000 ms"),
+                None,
+            ),
+        ],
+        Duration::from_millis(12),
+    );
     let xml = pvmtest::report::junit(&results, &facts);
     let doc = parse(&xml);
     let s = &doc.suites[0];

@@ -8,8 +8,10 @@
 //! test prints a SKIP line saying so, and fails when `CI` is set (outside a matrix VM, which
 //! has no Python).
 
-use pvmtest::facts::Facts;
-use pvmtest::runner::{load_str, CaseResult, Status};
+mod common;
+
+use common::PAGE;
+use pvmtest::runner::Status;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -104,8 +106,6 @@ fn kunit_parse(dir: &Path, ktap: &str, tag: &str) -> Verdict {
     verdict
 }
 
-const PAGE: &str = "target:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 64}]\n  remote: [{base: data, len: 64}]\n";
-
 /// The binary's KTAP for a pass, a fail (a pin the model disagrees with), a skip, and a slice
 /// of the real catalogue chosen with --filter.
 #[test]
@@ -175,37 +175,18 @@ fn every_status_and_awkward_reasons_pass_the_kernels_parser() {
     let Some(dir) = parser("every_status_and_awkward_reasons_pass_the_kernels_parser") else {
         return;
     };
-    let plan = load_str(
-        "cases/grp/x.yaml",
-        "grp/x",
-        &format!("description: x\n{PAGE}"),
-    )
-    .unwrap();
-    let facts = Facts::example((6, 12, 0));
-    let pred = pvmtest::model::predict(&plan, &facts);
     let awkward = "first line\nnot ok 99 fake # SKIP\n# Subtest: fake\n1..7\nKTAP version 1";
-    let result = |status, id: &str, reason: Option<&str>| {
-        let mut p = plan.clone();
-        p.id = id.into();
-        CaseResult {
-            plan: p,
-            status,
-            reason: reason.map(str::to_string),
-            skip_by: None,
-            prediction: Some(pred.clone()),
-            observed: (status == Status::Fail).then_some(Err(libc::EFAULT)),
-            pid: None,
-            duration: Duration::from_millis(1),
-            race: None,
-        }
-    };
-    let results = vec![
-        result(Status::Pass, "grp/pass", None),
-        result(Status::Skip, "grp/skip", Some(awkward)),
-        result(Status::Fail, "grp/fail", Some(awkward)),
-        result(Status::Broken, "grp/broken", Some(awkward)),
-        result(Status::Pass, "grp/with space#hash", None),
-    ];
+    let fail = Some(Err(libc::EFAULT));
+    let (results, facts) = common::results(
+        &[
+            (Status::Pass, "grp/pass", None, None),
+            (Status::Skip, "grp/skip", Some(awkward), None),
+            (Status::Fail, "grp/fail", Some(awkward), fail),
+            (Status::Broken, "grp/broken", Some(awkward), None),
+            (Status::Pass, "grp/with space#hash", None, None),
+        ],
+        Duration::from_millis(1),
+    );
     let ktap = pvmtest::report::ktap(&results, &facts.release);
     let v = kunit_parse(&dir, &ktap, "statuses");
     // KTAP's ERROR directive falls back to "not ok": the parser counts a broken case failed.
