@@ -119,6 +119,9 @@ pub fn init_main() -> ! {
             125
         }
     };
+    if gcov_requested() {
+        dump_gcov();
+    }
     control(Line::Exit(code));
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
@@ -127,6 +130,58 @@ pub fn init_main() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// TEMPORARY (issue 11 item 5 groundwork, docs/COVERAGE.md): `pvmtest.gcov=1` on the kernel
+/// command line asks PID 1 to copy the kernel's gcov counters out before power-off. The real
+/// `kernel-matrix coverage` will need a proper channel; this one reuses the console.
+fn gcov_requested() -> bool {
+    std::fs::read_to_string("/proc/cmdline")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "pvmtest.gcov=1"))
+}
+
+/// Writes every `.gcda` under debugfs's `gcov/` to the console (ttyS0), hex-encoded in
+/// 64-byte lines: `@@GCOV begin PATH LEN`, `@@GCOV data HEX`..., `@@GCOV end PATH`.
+/// Short lines, so a stray printk can only spoil a line, and the host-side decoder
+/// checks LEN. The `.gcno` entries there are symlinks into the build tree: skipped.
+fn dump_gcov() {
+    use nix::mount::{mount, MsFlags};
+    let _ = mount(
+        Some("debugfs"),
+        "/sys/kernel/debug",
+        Some("debugfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    );
+    let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") else {
+        return;
+    };
+    let mut stack = vec![PathBuf::from("/sys/kernel/debug/gcov")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            let _ = writeln!(c, "@@GCOV error {}: cannot read", dir.display());
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() && p.extension().is_some_and(|x| x == "gcda") {
+                let Ok(bytes) = std::fs::read(&p) else {
+                    let _ = writeln!(c, "@@GCOV error {}: cannot read", p.display());
+                    continue;
+                };
+                let _ = writeln!(c, "@@GCOV begin {} {}", p.display(), bytes.len());
+                for chunk in bytes.chunks(64) {
+                    let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                    let _ = writeln!(c, "@@GCOV data {hex}");
+                }
+                let _ = writeln!(c, "@@GCOV end {}", p.display());
+            }
+        }
+    }
+    let _ = c.flush();
 }
 
 fn console(msg: &str) {
