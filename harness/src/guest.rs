@@ -206,6 +206,11 @@ fn setup() -> Result<GuestConfig, String> {
     if !tmp_has_files {
         mnt("tmpfs", "/tmp", "tmpfs")?;
     }
+    // World-writable and sticky, as on any host: the cpio creates /tmp 0755 when the host put
+    // files under it, and an unprivileged run (tests/unprivileged.rs) makes its file regions
+    // there.
+    std::fs::set_permissions("/tmp", std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .map_err(|e| format!("chmod 1777 /tmp: {e}"))?;
     mnt("tmpfs", "/dev/shm", "tmpfs")?;
     for port in ["/dev/ttyS1", "/dev/ttyS2", "/dev/ttyS3"] {
         raw_tty(port)?;

@@ -155,7 +155,17 @@ fn unprivileged() -> Option<u32> {
 #[test]
 fn whole_catalogue_runs_clean_unprivileged() {
     let s = Scratch::new("run");
-    let out = s.run(&["run", "--format", "json", "cases"], unprivileged());
+    // Inside a matrix VM (TCG) a case takes many times as long: the matrix's own per-case
+    // budget, not the host's default.
+    let timeout = if std::env::var_os("PVMTEST_GUEST").is_some() {
+        "60000"
+    } else {
+        "5000"
+    };
+    let out = s.run(
+        &["run", "--format", "json", "--timeout-ms", timeout, "cases"],
+        unprivileged(),
+    );
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "no JSON report ({e}); exit {:?}, stderr:\n{}",
