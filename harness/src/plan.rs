@@ -1177,18 +1177,28 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             return Err(PlanError::new(side, "at most one aio_ring region"));
         }
     }
-    if target_kind == TargetKind::Kthread && !requires.features.contains(&Feature::Kthreadd) {
-        return Err(PlanError::new(
-            "requires.features",
-            "a kthread target needs `features: [kthreadd]`",
-        ));
-    }
-    if case.caller.pidns && !requires.features.contains(&Feature::Pidns) {
-        return Err(PlanError::new(
-            "requires.features",
-            "a caller in a new PID namespace needs `features: [pidns]`",
-        ));
-    }
+    // A case that uses a feature declares it, so an unmet one is a skip with its reason.
+    let need = |used: bool, f: Feature, what: &str, name: &str| {
+        if used && !requires.features.contains(&f) {
+            return Err(PlanError::new(
+                "requires.features",
+                format!("{what} needs `features: [{name}]`"),
+            ));
+        }
+        Ok(())
+    };
+    need(
+        target_kind == TargetKind::Kthread,
+        Feature::Kthreadd,
+        "a kthread target",
+        "kthreadd",
+    )?;
+    need(
+        case.caller.pidns,
+        Feature::Pidns,
+        "a caller in a new PID namespace",
+        "pidns",
+    )?;
     // kernel/fork.c copy_process: a namespace's init (SIGNAL_UNKILLABLE) may not create
     // siblings with CLONE_PARENT, which is how a clone_vm target is made.
     if case.caller.pidns && target_kind == TargetKind::CloneVm {
@@ -1197,12 +1207,12 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             "a clone_vm target needs CLONE_PARENT, which a PID namespace's init may not use (copy_process); pick another target kind",
         ));
     }
-    if (case.caller.userns || case.target.userns) && !requires.features.contains(&Feature::Userns) {
-        return Err(PlanError::new(
-            "requires.features",
-            "a user namespace needs `features: [userns]`",
-        ));
-    }
+    need(
+        case.caller.userns || case.target.userns,
+        Feature::Userns,
+        "a user namespace",
+        "userns",
+    )?;
     // kernel/fork.c check_unshare_flags: CLONE_NEWUSER implies CLONE_THREAD, which a
     // process with a second thread may not unshare (EINVAL).
     if case.caller.userns && target_kind == TargetKind::Thread {
@@ -1217,36 +1227,26 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             "only a `child` target unshares a user namespace; for the caller use `caller.userns`",
         ));
     }
-    if target_kind == TargetKind::PidnsChild && !requires.features.contains(&Feature::Pidns) {
-        return Err(PlanError::new(
-            "requires.features",
-            "a pidns_child target needs `features: [pidns]`",
-        ));
-    }
+    need(
+        target_kind == TargetKind::PidnsChild,
+        Feature::Pidns,
+        "a pidns_child target",
+        "pidns",
+    )?;
     let needs_thp = case
         .target
         .regions
         .iter()
         .chain(&case.caller.regions)
         .any(|r| r.kind == RegionKind::Thp);
-    if needs_thp && !requires.features.contains(&Feature::Thp) {
-        return Err(PlanError::new(
-            "requires.features",
-            "a thp region needs `features: [thp]`",
-        ));
-    }
+    need(needs_thp, Feature::Thp, "a thp region", "thp")?;
     let needs_memfd = case
         .target
         .regions
         .iter()
         .chain(&case.caller.regions)
         .any(|r| matches!(r.kind, RegionKind::MemfdPrivate | RegionKind::MemfdShared));
-    if needs_memfd && !requires.features.contains(&Feature::Memfd) {
-        return Err(PlanError::new(
-            "requires.features",
-            "a memfd region needs `features: [memfd]`",
-        ));
-    }
+    need(needs_memfd, Feature::Memfd, "a memfd region", "memfd")?;
 
     let expect = match &case.expect {
         None => None,
