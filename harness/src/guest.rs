@@ -19,7 +19,7 @@ use crate::facts::Facts;
 use crate::runner;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the host puts the [`GuestConfig`] inside the initramfs.
@@ -124,7 +124,16 @@ pub fn init_main() -> ! {
     }
     control(Line::Exit(code));
     nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Without ACPI (kernel-matrix's minimal configuration) a power-off only halts the CPU and
+    // QEMU would have to be killed after a grace period; a restart always resets the machine
+    // (keyboard controller, then triple fault: arch/x86/kernel/reboot.c), and the host runs
+    // QEMU with `-no-reboot`, so a reset is QEMU's exit.
+    let mode = if Path::new("/sys/firmware/acpi").exists() {
+        nix::sys::reboot::RebootMode::RB_POWER_OFF
+    } else {
+        nix::sys::reboot::RebootMode::RB_AUTOBOOT
+    };
+    let _ = nix::sys::reboot::reboot(mode);
     // reboot(2) only returns on failure; PID 1 must not exit (that panics the kernel,
     // which the host would also report, but less clearly).
     loop {

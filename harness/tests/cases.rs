@@ -76,16 +76,16 @@ fn cases() {
         // Past the capture, so what was not compared is never silent.
         let _ = writeln!(
             std::io::stderr(),
-            "cases: {} case(s) skipped by this machine, not compared with snapshots/{series}: {}",
-            not_compared.len(),
+            "cases: {} skipped by this machine, not compared with snapshots/{series}: {}",
+            pvmtest::words::count_usize(not_compared.len(), "case", "cases"),
             pvmtest::report::count_reasons(&not_compared)
         );
     }
     let bad = bad.into_inner();
     assert!(
         bad.is_empty(),
-        "{} case(s) failed or broke on {}:\n{}",
-        bad.len(),
+        "{} failed or broke on {}:\n{}",
+        pvmtest::words::count_usize(bad.len(), "case", "cases"),
         facts.release,
         bad.join("\n")
     );

@@ -1047,9 +1047,9 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         say("kernel-matrix: the configuration lacks (their cases will skip):");
         for l in &lacks {
             say(&format!(
-                "  {:<15} {} case(s): {}",
+                "  {:<15} {}: {}",
                 l.name,
-                cases_needing(cases, l.feature),
+                pvmtest::words::count_usize(cases_needing(cases, l.feature), "case", "cases"),
                 l.why
             ));
         }
