@@ -66,6 +66,16 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
             by: SkipBy::Machine,
         })
     };
+    if facts.page_size != crate::expr::PAGE {
+        return kernel(format!(
+            "needs {} KiB pages (every layout is written in them), this system has {} KiB",
+            crate::expr::PAGE / 1024,
+            facts.page_size / 1024
+        ));
+    }
+    if let Some(why) = &plan.unplaceable {
+        return kernel(format!("needs {why}"));
+    }
     let v = (facts.version.0, facts.version.1);
     if let Some(min) = r.min_kernel {
         if v < min {
@@ -132,7 +142,11 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
     match f {
         Feature::Compat => (
             facts.compat,
-            "the int 0x80 compat entry (CONFIG_IA32_EMULATION)",
+            if facts.int80 == crate::sys::Int80::Table64 {
+                "the int 0x80 compat entry (here int 0x80 runs the 64-bit syscall table, as in User-mode Linux: there is no compat entry)"
+            } else {
+                "the int 0x80 compat entry (CONFIG_IA32_EMULATION)"
+            },
         ),
         Feature::Thp => (facts.thp, "transparent huge pages"),
         Feature::Memfd => (facts.memfd, "memfd_create"),
@@ -152,6 +166,10 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
         ),
         Feature::GuardPages => (facts.guard_pages, "MADV_GUARD_INSTALL (6.13+)"),
         Feature::Mseal => (facts.mseal, "mseal (6.10+)"),
+        Feature::Aio if facts.aio && !aio_rings_fit(plan, facts) => (
+            false,
+            "io_setup to make a Linux [aio] ring of the case's size (32-byte header, 32 + 32 x events bytes, the events rounded up by the possible CPUs; fs/aio.c aio_setup_ring)",
+        ),
         Feature::Aio => (
             facts.aio,
             "io_setup (CONFIG_AIO, and room under fs.aio-max-nr)",
@@ -179,6 +197,15 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
             "a [vvar_vclock] mapping (the generic vDSO datastore, newer than 6.12)",
         ),
     }
+}
+
+/// Every `aio_ring` region of the plan has the length of the ring io_setup makes here.
+fn aio_rings_fit(plan: &Plan, facts: &Facts) -> bool {
+    plan.target_regions
+        .iter()
+        .chain(&plan.caller_regions)
+        .filter(|r| r.kind == crate::case::RegionKind::AioRing)
+        .all(|r| r.len == facts.aio_ring_len)
 }
 
 /// What decides whether a missing feature is missing: the kernel's series and build (boot

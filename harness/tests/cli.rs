@@ -651,3 +651,22 @@ fn reference_chooses_the_rules() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// File-backed regions without O_TMPFILE (gVisor's /tmp refuses it): the harness falls back
+/// to a file unlinked at once from a private directory; the cases still pass and nothing is
+/// left in TMPDIR.
+#[test]
+fn file_regions_without_o_tmpfile() {
+    let tmp = scratch("no_tmpfile");
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+    let out = run(Command::new(BIN)
+        .env("PVMTEST_NO_O_TMPFILE", "1")
+        .env("TMPDIR", &tmp)
+        .args(["run", "--format", "json"])
+        .arg(cases.join("success/file_private.yaml"))
+        .arg(cases.join("writev/file_shared_writes_file.yaml")));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["pass"], 2, "{v}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

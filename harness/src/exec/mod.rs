@@ -24,6 +24,7 @@ use crate::facts::Facts;
 use crate::plan::{Plan, Region, Side};
 use proc::Child;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 /// Test hooks for the harness's own fault handling (`PVMTEST_INJECT`).
@@ -117,16 +118,7 @@ fn make_file(r: &Region) -> Result<OwnedFd, String> {
             memfd_create(c"pvmtest-region", MFdFlags::empty())
                 .map_err(|e| format!("memfd_create: {e}"))?
         }
-        _ => {
-            let dir = std::env::temp_dir();
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags_tmpfile()
-                .open(&dir)
-                .map_err(|e| format!("O_TMPFILE in {}: {e}", dir.display()))?;
-            OwnedFd::from(f)
-        }
+        _ => OwnedFd::from(anonymous_file(&std::env::temp_dir())?),
     };
     let content = crate::pattern::initial_file(r);
     let file = std::fs::File::from(fd);
@@ -138,12 +130,58 @@ fn make_file(r: &Region) -> Result<OwnedFd, String> {
     Ok(OwnedFd::from(file))
 }
 
+/// A regular file with no name in `dir`, open for reading and writing: `O_TMPFILE`, or where
+/// the filesystem refuses that (gVisor's gofer gives EISDIR; EOPNOTSUPP on filesystems
+/// without tmpfile support) an ordinary file created in a fresh private (0700) directory and
+/// unlinked at once with its directory. `PVMTEST_NO_O_TMPFILE=1` forces the second way (a
+/// test hook).
+pub fn anonymous_file(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    anonymous_file_with(
+        dir,
+        std::env::var_os("PVMTEST_NO_O_TMPFILE").is_none_or(|v| v != "1"),
+    )
+}
+
+fn anonymous_file_with(dir: &std::path::Path, tmpfile: bool) -> Result<std::fs::File, String> {
+    if tmpfile {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags_tmpfile()
+            .open(dir)
+        {
+            Ok(f) => return Ok(f),
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EISDIR | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
+                ) =>
+            {
+                return Err(format!("O_TMPFILE in {}: {e}", dir.display()))
+            }
+            Err(_) => {}
+        }
+    }
+    let private = nix::unistd::mkdtemp(&dir.join("pvmtest.XXXXXX"))
+        .map_err(|e| format!("a private directory in {}: {e}", dir.display()))?;
+    let path = private.join("region");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    // Nameless from here on, whether the open worked or not.
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&private);
+    f.map_err(|e| format!("{}: {e}", path.display()))
+}
+
 trait TmpFile {
     fn custom_flags_tmpfile(&mut self) -> &mut Self;
 }
 impl TmpFile for std::fs::OpenOptions {
     fn custom_flags_tmpfile(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(libc::O_TMPFILE)
     }
 }
@@ -212,6 +250,36 @@ fn send_error(fd: RawFd, err: (i32, &'static str)) -> i32 {
     3
 }
 
+/// The prefix of an executor error that is not a harness failure but a set-up step this
+/// kernel or runtime cannot do, which Linux can: the case skips with the rest as its reason
+/// ([`crate::runner::run_case`]).
+pub const UNSUPPORTED: &str = "unsupported: ";
+
+/// Why a set-up step that failed with `errno` means "this system cannot express the case"
+/// rather than a broken harness, or `None`. Only failures Linux never gives for these steps
+/// qualify.
+pub fn unsupported(errno: i32, step: &str) -> Option<String> {
+    match (errno, step) {
+        (_, CLONE_PARENT_STEP) => Some(
+            "the runtime cannot express a clone_vm target: clone(CLONE_VM | CLONE_PARENT) did not make it the harness's child (CLONE_PARENT without CLONE_THREAD is ignored)".into(),
+        ),
+        (libc::ENOSYS, step) => Some(format!(
+            "the runtime does not implement {step} (ENOSYS), which the case's set-up needs"
+        )),
+        (libc::EINVAL, "clone") => Some(
+            "the runtime refuses clone() with the target's flags (EINVAL; Linux accepts them)"
+                .into(),
+        ),
+        (_, "io_setup: ring size differs") => Some(
+            "the runtime's io_setup makes an [aio] ring of another size than the case's".into(),
+        ),
+        _ => None,
+    }
+}
+
+/// The set-up step a caller reports when its CLONE_VM target is not the harness's child.
+const CLONE_PARENT_STEP: &str = "clone(CLONE_PARENT)";
+
 /// Reads one message; `Ok((kind, value))`.
 fn recv(fd: &OwnedFd, deadline: Instant, who: &str) -> Result<(u8, i64), String> {
     let mut h = [0u8; 9];
@@ -224,6 +292,9 @@ fn recv(fd: &OwnedFd, deadline: Instant, who: &str) -> Result<(u8, i64), String>
             let n = u32::from_le_bytes(h[5..9].try_into().unwrap()) as usize;
             let mut s = vec![0u8; n.min(40)];
             proc::read_exact_until(fd, &mut s, deadline).map_err(|e| format!("{who}: {e}"))?;
+            if let Some(why) = unsupported(errno, &String::from_utf8_lossy(&s)) {
+                return Err(format!("{UNSUPPORTED}{why}"));
+            }
             Err(format!(
                 "{who} setup failed at {}: {}",
                 String::from_utf8_lossy(&s),
@@ -526,11 +597,29 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
                     }
                     // CLONE_PARENT makes it the harness's child, so the harness kills and
                     // reaps it like every other process (it learns the pid from `R`).
-                    _ => spawn_raw(
-                        idle_clone_vm,
-                        libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
-                        c.harness_pid as usize as *mut libc::c_void,
-                    )?,
+                    _ => {
+                        let tid = spawn_raw(
+                            idle_clone_vm,
+                            libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
+                            c.harness_pid as usize as *mut libc::c_void,
+                        )?;
+                        // Our sibling if CLONE_PARENT worked: waitpid gives ECHILD. A runtime
+                        // that ignores it (gVisor, docs/CONFORMANCE.md class K) made it our
+                        // child, which exits at once (idle_clone_vm): reap it and say so.
+                        let mut st = 0;
+                        // SAFETY: waitpid with a valid out pointer.
+                        let r =
+                            unsafe { libc::waitpid(tid, &mut st, libc::WNOHANG | libc::__WALL) };
+                        if r >= 0 {
+                            // SAFETY: our own child: kill and reap it.
+                            unsafe {
+                                libc::kill(tid, libc::SIGKILL);
+                                libc::waitpid(tid, &mut st, libc::__WALL);
+                            }
+                            return Err((libc::ENOTSUP, CLONE_PARENT_STEP));
+                        }
+                        tid
+                    }
                 }
             }
             _ => c.target_pid,
@@ -816,4 +905,37 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         pid: pid as i32,
         dumps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    /// Both ways give a nameless read-write file and leave nothing behind in the directory.
+    #[test]
+    fn anonymous_files_leave_no_name() {
+        let dir = std::env::temp_dir().join(format!("pvmtest-anon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for tmpfile in [true, false] {
+            let mut f = anonymous_file_with(&dir, tmpfile).unwrap();
+            f.write_all(b"pattern").unwrap();
+            f.rewind().unwrap();
+            let mut back = String::new();
+            f.read_to_string(&mut back).unwrap();
+            assert_eq!(back, "pattern");
+            assert_eq!(
+                std::fs::read_dir(&dir).unwrap().count(),
+                0,
+                "tmpfile {tmpfile}"
+            );
+        }
+        // The fallback reports a directory it cannot use in one line.
+        let e = anonymous_file_with(&dir.join("missing"), false).unwrap_err();
+        assert!(
+            e.contains("a private directory in") && !e.contains('\n'),
+            "{e}"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+    }
 }
