@@ -277,6 +277,17 @@ pub fn unsupported(errno: i32, step: &str) -> Option<String> {
     }
 }
 
+/// A failed fork of `who` with extra clone `flags`: EINVAL for CLONE_NEWPID, which Linux
+/// accepts from the harness (the case requires CAP_SYS_ADMIN), is a runtime that cannot
+/// make the namespace (qemu-user's `do_fork` refuses flags it does not emulate).
+fn fork_error(who: &str, flags: libc::c_ulong, e: &std::io::Error) -> String {
+    if flags & libc::CLONE_NEWPID as libc::c_ulong != 0 && e.raw_os_error() == Some(libc::EINVAL) {
+        format!("{UNSUPPORTED}the runtime refuses clone(CLONE_NEWPID) for {who} (EINVAL; Linux accepts it with CAP_SYS_ADMIN)")
+    } else {
+        format!("forking {who}: {e}")
+    }
+}
+
 /// The set-up step a caller reports when its CLONE_VM target is not the harness's child.
 const CLONE_PARENT_STEP: &str = "clone(CLONE_PARENT)";
 
@@ -735,7 +746,7 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             let child = proc::fork_with(b"pvmtest-target\0", flags, || {
                 target_main(plan, &target_fds, &ctx, opts.inject)
             })
-            .map_err(|e| format!("forking the target: {e}"))?;
+            .map_err(|e| fork_error("the target", flags, &e))?;
             drop(up_w);
             drop(down_r);
             let deadline = Instant::now() + opts.timeout;
@@ -830,7 +841,7 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         0
     };
     let caller = proc::fork_with(b"pvmtest-caller\0", caller_flags, || caller_main(&ctx))
-        .map_err(|e| format!("forking the caller: {e}"))?;
+        .map_err(|e| fork_error("the caller", caller_flags, &e))?;
     drop(up_w);
     drop(own_pipes);
     let deadline = Instant::now() + opts.timeout;
