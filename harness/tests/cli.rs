@@ -670,3 +670,52 @@ fn file_regions_without_o_tmpfile() {
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A call that gives ENOSYS (a runtime without it, simulated by `PVMTEST_INJECT=enosys`) is
+/// "not implemented", a skip with that reason; the observed ENOSYS stays in the JSON.
+#[test]
+fn enosys_from_the_call_is_not_implemented() {
+    let d = scratch("enosys");
+    let f = write(&d, "good.yaml", GOOD);
+    let out = run(tagged("enosys")
+        .env("PVMTEST_INJECT", "enosys")
+        .args(["run", "--format", "json"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "skip", "{v}");
+    assert_eq!(r["skip_by"], "kernel", "{v}");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("not implemented: process_vm_readv returned ENOSYS"));
+    assert_eq!(r["observed"], "ENOSYS", "{v}");
+    assert_nothing_left("enosys");
+}
+
+/// A CLONE_VM target that is not the harness's child (gVisor ignores CLONE_PARENT; simulated
+/// by `PVMTEST_INJECT=no_clone_parent`) is a skip saying the runtime cannot express the case,
+/// not an ESRCH counted as a failure; the target is reaped.
+#[test]
+fn clone_parent_ignored_is_a_skip() {
+    let d = scratch("no_clone_parent");
+    let f = write(
+        &d,
+        "vm.yaml",
+        &GOOD.replace("target:\n", "target:\n  kind: clone_vm\n"),
+    );
+    let out = run(tagged("no_clone_parent")
+        .env("PVMTEST_INJECT", "no_clone_parent")
+        .args(["run", "--format", "json"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "skip", "{v}");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("the runtime cannot express a clone_vm target"));
+    assert_nothing_left("no_clone_parent");
+}

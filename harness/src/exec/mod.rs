@@ -42,6 +42,12 @@ pub enum Inject {
     /// it moved more than a page: a made-up disagreement with the model, to try the fuzz →
     /// tmin → `import-crash` loop end to end (docs/FUZZING.md).
     Miscount,
+    /// The caller reports ENOSYS instead of making the call, as a kernel or runtime without
+    /// it would (the case must skip as "not implemented").
+    Enosys,
+    /// A `clone_vm` target is cloned without CLONE_PARENT, as gVisor does whatever the flag
+    /// (the case must skip: the runtime cannot express it).
+    NoCloneParent,
 }
 
 impl Inject {
@@ -51,6 +57,8 @@ impl Inject {
             Ok("caller_hang") => Inject::CallerHang,
             Ok("panic") => Inject::Panic,
             Ok("miscount") => Inject::Miscount,
+            Ok("enosys") => Inject::Enosys,
+            Ok("no_clone_parent") => Inject::NoCloneParent,
             _ => Inject::None,
         }
     }
@@ -609,9 +617,14 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
                     // CLONE_PARENT makes it the harness's child, so the harness kills and
                     // reaps it like every other process (it learns the pid from `R`).
                     _ => {
+                        let parent = if c.inject == Inject::NoCloneParent {
+                            0
+                        } else {
+                            libc::CLONE_PARENT
+                        };
                         let tid = spawn_raw(
                             idle_clone_vm,
-                            libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
+                            libc::CLONE_VM | parent | libc::SIGCHLD,
                             c.harness_pid as usize as *mut libc::c_void,
                         )?;
                         // Our sibling if CLONE_PARENT worked: waitpid gives ECHILD. A runtime
@@ -651,6 +664,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
     let args = crate::sys::RawArgs::of(call, pid);
     let write = call.syscall == Syscall::Writev;
     let r = match call.entry {
+        _ if c.inject == Inject::Enosys => Err(libc::ENOSYS),
         Entry::Native => crate::sys::call_native(write, &args),
         Entry::Compat => crate::sys::call_compat(write, &args),
     };
