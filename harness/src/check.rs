@@ -29,6 +29,20 @@ pub enum SkipBy {
 pub struct Unmet {
     pub reason: String,
     pub by: SkipBy,
+    /// Set when the system lacks what the case needs (a feature, a set-up step, an address),
+    /// as opposed to a case written for other kernel versions or another Yama scope.
+    pub unsupported: Option<Unsupported>,
+}
+
+/// Why a skipped case could not run, for a conformance report that counts what a kernel or
+/// runtime lacks apart from its divergences (`"unsupported"` in the JSON results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsupported {
+    /// The call under test gave ENOSYS.
+    NotImplemented,
+    /// A feature, a set-up step or an address the case needs is missing here.
+    Feature,
 }
 
 /// Why a case cannot run here, or `None` when it can.
@@ -58,23 +72,32 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
         Some(Unmet {
             reason,
             by: SkipBy::Kernel,
+            unsupported: None,
+        })
+    };
+    let lacks = |reason: String| {
+        Some(Unmet {
+            reason,
+            by: SkipBy::Kernel,
+            unsupported: Some(Unsupported::Feature),
         })
     };
     let machine = |reason: String| {
         Some(Unmet {
             reason,
             by: SkipBy::Machine,
+            unsupported: None,
         })
     };
     if facts.page_size != crate::expr::PAGE {
-        return kernel(format!(
+        return lacks(format!(
             "needs {} KiB pages (every layout is written in them), this system has {} KiB",
             crate::expr::PAGE / 1024,
             facts.page_size / 1024
         ));
     }
     if let Some(why) = &plan.unplaceable {
-        return kernel(format!("needs {why}"));
+        return lacks(format!("needs {why}"));
     }
     let v = (facts.version.0, facts.version.1);
     if let Some(min) = r.min_kernel {
@@ -107,7 +130,7 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
     if let Some((_, (_, what))) =
         unmet_features().find(|(f, _)| feature_by(**f, facts) == SkipBy::Kernel)
     {
-        return kernel(format!("needs {what}"));
+        return lacks(format!("needs {what}"));
     }
     if harness && r.root && !facts.is_root() {
         return machine("needs root (run as uid 0)".into());

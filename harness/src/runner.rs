@@ -250,6 +250,8 @@ pub struct CaseResult {
     pub reason: Option<String>,
     /// For a skip: whether the kernel or this machine decided it (check::SkipBy).
     pub skip_by: Option<check::SkipBy>,
+    /// For a skip: set when this system lacks what the case needs (check::Unsupported).
+    pub unsupported: Option<check::Unsupported>,
     pub prediction: Option<Prediction>,
     pub observed: Option<Result<u64, i32>>,
     pub pid: Option<i32>,
@@ -270,6 +272,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         status: Status::Skip,
         reason: None,
         skip_by: None,
+        unsupported: None,
         prediction: None,
         observed: None,
         pid: None,
@@ -281,6 +284,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
     if let Some(u) = check::unmet_here(plan, facts) {
         res.reason = Some(u.reason);
         res.skip_by = Some(u.by);
+        res.unsupported = u.unsupported;
         res.duration = start.elapsed();
         return res;
     }
@@ -347,6 +351,7 @@ fn guarded<T>(res: &mut CaseResult, f: impl FnOnce() -> Result<T, String>) -> Op
         Some(why) => {
             res.status = Status::Skip;
             res.skip_by = Some(check::SkipBy::Kernel);
+            res.unsupported = Some(check::Unsupported::Feature);
             res.reason = Some(why.to_string());
         }
         None => {
@@ -371,6 +376,7 @@ fn not_implemented(res: &mut CaseResult, plan: &Plan, observed: Result<u64, i32>
     };
     res.status = Status::Skip;
     res.skip_by = Some(check::SkipBy::Kernel);
+    res.unsupported = Some(check::Unsupported::NotImplemented);
     res.observed = Some(observed);
     res.reason = Some(format!(
         "not implemented: {name} returned ENOSYS (a kernel without CONFIG_CROSS_MEMORY_ATTACH, or a runtime without the call)"

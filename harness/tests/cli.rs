@@ -691,6 +691,7 @@ fn enosys_from_the_call_is_not_implemented() {
         .unwrap()
         .starts_with("not implemented: process_vm_readv returned ENOSYS"));
     assert_eq!(r["observed"], "ENOSYS", "{v}");
+    assert_eq!(r["unsupported"], "not_implemented", "{v}");
     assert_nothing_left("enosys");
 }
 
@@ -717,5 +718,6 @@ fn clone_parent_ignored_is_a_skip() {
         .as_str()
         .unwrap()
         .starts_with("the runtime cannot express a clone_vm target"));
+    assert_eq!(r["unsupported"], "feature", "{v}");
     assert_nothing_left("no_clone_parent");
 }
