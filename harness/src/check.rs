@@ -166,7 +166,7 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
         Feature::Compat => (
             facts.compat,
             if facts.int80 == crate::sys::Int80::Table64 {
-                "the int 0x80 compat entry (here int 0x80 runs the 64-bit syscall table, as in User-mode Linux: there is no compat entry)"
+                "the int 0x80 compat entry (here int 0x80 runs the 64-bit syscall table: there is no compat entry)"
             } else {
                 "the int 0x80 compat entry (CONFIG_IA32_EMULATION)"
             },

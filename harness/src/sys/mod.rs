@@ -164,8 +164,8 @@ pub fn call_compat(write: bool, a: &RawArgs) -> Result<u64, i32> {
 pub enum Int80 {
     /// The ia32 compat entry: what the `compat` cases need.
     Ia32,
-    /// `int 0x80` runs the 64-bit syscall table (User-mode Linux: arch/x86/um routes every
-    /// trap of its processes to the one table), so there is no compat entry to test.
+    /// `int 0x80` runs the 64-bit syscall table, so there is no compat entry to test. Seen in
+    /// User-mode Linux 6.1, gVisor 20221219 and qemu-user 7.2 (docs/CONFORMANCE.md).
     Table64,
     /// A fault, ENOSYS or anything else.
     Absent,
