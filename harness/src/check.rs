@@ -736,6 +736,49 @@ mod tests {
         f
     }
 
+    /// What a runtime lacks is a skip marked unsupported, with the reason its probe found;
+    /// a version gate is not.
+    #[test]
+    fn runtime_lacks_are_unsupported() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+        let compat = crate::runner::load(&dir.join("compat/basic_readv.yaml")).unwrap();
+        let mut f = Facts::example((6, 12, 0));
+        f.compat = false;
+        f.int80 = crate::sys::Int80::Table64;
+        let u = unmet_here(&compat, &f).unwrap();
+        assert!(
+            u.reason.contains("int 0x80 runs the 64-bit syscall table"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(u.unsupported, Some(Unsupported::Feature));
+        f.int80 = crate::sys::Int80::Absent;
+        let u = unmet_here(&compat, &f).unwrap();
+        assert!(
+            u.reason.ends_with("(CONFIG_IA32_EMULATION)"),
+            "{}",
+            u.reason
+        );
+        // 64 KiB pages: nothing runs.
+        let mut f = Facts::example((6, 12, 0));
+        f.page_size = 65536;
+        let u = unmet_here(&compat, &f).unwrap();
+        assert!(u.reason.starts_with("needs 4 KiB pages"), "{}", u.reason);
+        // A version gate is a skip, not something the system lacks.
+        let gated =
+            crate::runner::load(&dir.join("einval/local_negative_then_unreadable_6_4.yaml"))
+                .unwrap();
+        let u = unmet_here(&gated, &Facts::example((6, 1, 0))).unwrap();
+        assert_eq!(u.unsupported, None);
+        // An [aio] ring that is not Linux's (gVisor): the aio cases skip.
+        let aio = crate::runner::load(&dir.join("special/aio_ring_readv.yaml")).unwrap();
+        let mut f = Facts::example((6, 12, 0));
+        assert!(unmet_here(&aio, &f).is_none());
+        f.aio_ring_len = 0;
+        let u = unmet_here(&aio, &f).unwrap();
+        assert!(u.reason.contains("Linux [aio] ring"), "{}", u.reason);
+    }
+
     #[test]
     fn root_only_pin_needs_declared_root() {
         let e = load_str("t.yaml", "t", &nondumpable("", "4096")).unwrap_err();
