@@ -296,6 +296,23 @@ fn fork_error(who: &str, flags: libc::c_ulong, e: &std::io::Error) -> String {
     }
 }
 
+/// `e`, and for a process that died before it reported, how: the signal that killed it
+/// (qemu-user aborts a process that creates a thread now and then) or its exit status.
+fn how_it_died(e: String, child: Child) -> String {
+    if !e.contains("(it died)") || !child.wait_zombie(Duration::from_millis(500)) {
+        return e;
+    }
+    match child.reap() {
+        Some(st) if libc::WIFSIGNALED(st) => {
+            let sig = libc::WTERMSIG(st);
+            let name = nix::sys::signal::Signal::try_from(sig).map_or("?", |s| s.as_str());
+            format!("{e}: killed by signal {sig} ({name})")
+        }
+        Some(st) if libc::WIFEXITED(st) => format!("{e}: exit status {}", libc::WEXITSTATUS(st)),
+        _ => e,
+    }
+}
+
 /// The set-up step a caller reports when its CLONE_VM target is not the harness's child.
 const CLONE_PARENT_STEP: &str = "clone(CLONE_PARENT)";
 
@@ -764,16 +781,16 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             drop(up_w);
             drop(down_r);
             let deadline = Instant::now() + opts.timeout;
-            let (_, reported) = recv(&up_r, deadline, "target").map_err(|e| {
-                if e.contains("timed out") {
-                    format!(
+            let (_, reported) = match recv(&up_r, deadline, "target") {
+                Ok(v) => v,
+                Err(e) if e.contains("timed out") => {
+                    return Err(format!(
                         "target never became ready within {} ms",
                         opts.timeout.as_millis()
-                    )
-                } else {
-                    e
+                    ))
                 }
-            })?;
+                Err(e) => return Err(how_it_died(e, child)),
+            };
             let leader = child.pid;
             target = Some(child);
             target_pipes = Some((up_r, down_w));
@@ -869,7 +886,10 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             e
         }
     };
-    let (_, pid) = recv(&up_r, deadline, "caller").map_err(timed)?;
+    let (_, pid) = match recv(&up_r, deadline, "caller") {
+        Ok(v) => v,
+        Err(e) => return Err(how_it_died(timed(e), caller)),
+    };
     // A CLONE_VM target was created with CLONE_PARENT: it is ours to kill and reap.
     let _clone_vm_target =
         (plan.target_kind == TargetKind::CloneVm).then(|| Child::adopt(pid as i32));
