@@ -796,6 +796,9 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             target_pipes = Some((up_r, down_w));
             match plan.target_kind {
                 TargetKind::ZombieLeader | TargetKind::ZombieLeaderThread => {
+                    if !std::path::Path::new(&format!("/proc/{leader}/stat")).exists() {
+                        return Err(format!("{UNSUPPORTED}the harness sees a zombie leader through /proc/<pid>/stat, which this system does not have"));
+                    }
                     while proc_state(leader) != Some('Z') {
                         if Instant::now() > deadline {
                             return Err("the target's leader thread never became a zombie".into());
