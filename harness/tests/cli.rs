@@ -619,3 +619,105 @@ fn duplicate_names_are_refused() {
     );
     assert_nothing_left("dupes");
 }
+
+/// `--reference` replaces uname's version in the model's gates, and the output keeps both.
+#[test]
+fn reference_chooses_the_rules() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cases/einval/local_negative_then_unreadable_6_4.yaml");
+    let out = run(Command::new(BIN)
+        .args(["run", "--format", "json", "--reference", "5.10.0"])
+        .arg(&case));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uname = nix::sys::utsname::uname().unwrap();
+    assert_eq!(v["kernel"], *uname.release().to_string_lossy());
+    assert_eq!(v["reference"], "5.10.0");
+    assert_eq!(v["facts"]["version"], serde_json::json!([5, 10, 0]));
+    let reason = v["results"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("this is 5.10"), "{v}");
+    let out = run(Command::new(BIN)
+        .args(["run", "--format", "json"])
+        .arg(&case));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reference"], serde_json::Value::Null);
+    for bad in ["6", "latest", "6.12-rc1", "6.1.2.3"] {
+        let out = run(Command::new(BIN)
+            .args(["run", "--reference", bad])
+            .arg(&case));
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: --reference:"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+/// File-backed regions without O_TMPFILE (gVisor's /tmp refuses it): the harness falls back
+/// to a file unlinked at once from a private directory; the cases still pass and nothing is
+/// left in TMPDIR.
+#[test]
+fn file_regions_without_o_tmpfile() {
+    let tmp = scratch("no_tmpfile");
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+    let out = run(Command::new(BIN)
+        .env("PVMTEST_NO_O_TMPFILE", "1")
+        .env("TMPDIR", &tmp)
+        .args(["run", "--format", "json"])
+        .arg(cases.join("success/file_private.yaml"))
+        .arg(cases.join("writev/file_shared_writes_file.yaml")));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["pass"], 2, "{v}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A call that gives ENOSYS (a runtime without it, simulated by `PVMTEST_INJECT=enosys`) is
+/// "not implemented", a skip with that reason; the observed ENOSYS stays in the JSON.
+#[test]
+fn enosys_from_the_call_is_not_implemented() {
+    let d = scratch("enosys");
+    let f = write(&d, "good.yaml", GOOD);
+    let out = run(tagged("enosys")
+        .env("PVMTEST_INJECT", "enosys")
+        .args(["run", "--format", "json"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "skip", "{v}");
+    assert_eq!(r["skip_by"], "kernel", "{v}");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("not implemented: process_vm_readv returned ENOSYS"));
+    assert_eq!(r["observed"], "ENOSYS", "{v}");
+    assert_eq!(r["unsupported"], "not_implemented", "{v}");
+    assert_nothing_left("enosys");
+}
+
+/// A CLONE_VM target that is not the harness's child (gVisor ignores CLONE_PARENT; simulated
+/// by `PVMTEST_INJECT=no_clone_parent`) is a skip saying the runtime cannot express the case,
+/// not an ESRCH counted as a failure; the target is reaped.
+#[test]
+fn clone_parent_ignored_is_a_skip() {
+    let d = scratch("no_clone_parent");
+    let f = write(
+        &d,
+        "vm.yaml",
+        &GOOD.replace("target:\n", "target:\n  kind: clone_vm\n"),
+    );
+    let out = run(tagged("no_clone_parent")
+        .env("PVMTEST_INJECT", "no_clone_parent")
+        .args(["run", "--format", "json"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "skip", "{v}");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("the runtime cannot express a clone_vm target"));
+    assert_eq!(r["unsupported"], "feature", "{v}");
+    assert_nothing_left("no_clone_parent");
+}
