@@ -156,6 +156,10 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
             facts.aio,
             "io_setup (CONFIG_AIO, and room under fs.aio-max-nr)",
         ),
+        Feature::IoUring => (
+            facts.io_uring,
+            "io_uring_setup (CONFIG_IO_URING, and kernel.io_uring_disabled = 0, or 1 with the harness in kernel.io_uring_group)",
+        ),
         Feature::Pkeys => (
             facts.pku,
             "memory protection keys (a CPU with PKU, enabled by the kernel: pku and ospke in /proc/cpuinfo)",
@@ -194,6 +198,7 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         | Feature::GuardPages
         | Feature::Mseal
         | Feature::Aio
+        | Feature::IoUring
         | Feature::VsyscallXonly
         | Feature::Vdso
         | Feature::Vvar
@@ -392,6 +397,7 @@ fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
 fn source_bytes(
     plan: &Plan,
     mappings: &[Region],
+    io_rings: crate::pattern::IoRingsLayout,
     side: Side,
     addr: u64,
     len: u64,
@@ -449,7 +455,7 @@ fn source_bytes(
         match regions.iter().find(|r| a >= r.start && a < r.end()) {
             Some(r) => {
                 let stop = (addr + len).min(r.end());
-                out.extend((a..stop).map(|x| Some(model::byte_of(r, x - r.start))));
+                out.extend((a..stop).map(|x| Some(model::byte_in(r, x - r.start, io_rings))));
                 a = stop;
             }
             None => {
@@ -492,7 +498,7 @@ fn uncovered(covered: &mut Vec<(u64, u64)>, a: u64, b: u64) -> Vec<(u64, u64)> {
 /// order (computed backwards so that bytes overwritten later are never materialised), and
 /// which bytes are checked (all but those copied from a live mapping, see [`source_bytes`]).
 pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, Vec<bool>) {
-    let mut mem = crate::pattern::initial(region);
+    let mut mem = crate::pattern::initial_in(region, pred.io_rings);
     let mut checked = vec![true; mem.len()];
     let write = plan.call.syscall == Syscall::Writev;
     let dst_side = if write { Side::Target } else { Side::Caller };
@@ -520,6 +526,7 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<
             source_bytes(
                 plan,
                 &pred.mappings,
+                pred.io_rings,
                 src_side,
                 src + (pa - dst),
                 pb - pa,

@@ -26,6 +26,8 @@ pub struct Facts {
     pub pidns: bool,
     /// `io_setup(2)` works.
     pub aio: bool,
+    /// `io_uring_setup(2)` works.
+    pub io_uring: bool,
     /// A process without capabilities can create a user namespace.
     pub userns: bool,
     pub kthreadd: bool,
@@ -165,6 +167,7 @@ impl Facts {
             pidns: true,
             userns: true,
             aio: true,
+            io_uring: true,
             kthreadd: true,
             pid_max: 4_194_304,
             secretmem: true,
@@ -301,6 +304,7 @@ impl Facts {
             pidns: cap_effective.has(crate::caps::SYS_ADMIN),
             userns: crate::sys::userns_available(),
             aio: crate::sys::aio_available(),
+            io_uring: crate::sys::io_uring_available(),
             kthreadd: read_trim("/proc/2/comm").as_deref() == Some("kthreadd"),
             pid_max: read_trim("/proc/sys/kernel/pid_max")
                 .and_then(|s| s.parse().ok())

@@ -161,6 +161,10 @@ impl Region {
             RegionKind::UffdSigbus | RegionKind::Uffd | RegionKind::UffdWp
         )
     }
+    /// A mapping of an io_uring instance's rings or SQEs (made by the target).
+    pub fn is_io_uring(&self) -> bool {
+        self.kind.is_io_uring()
+    }
     pub fn is_hole(&self) -> bool {
         self.kind == RegionKind::Hole
     }
@@ -482,6 +486,12 @@ pub fn reserved_ranges(entry: Entry) -> [(u64, u64); 2] {
     ]
 }
 
+/// Where a native target with io_uring regions lives: inside the x86-64 `MAP_32BIT` window
+/// (`[0x40000000, 0x80000000)`), where the kernel's own choice of address can be steered
+/// (exec::layout `io_uring_build`), above the 32 MiB its randomisation may skip.
+const IO_URING_TARGET_BASE: u64 = 0x4400_0000;
+const IO_URING_TARGET_SPAN: u64 = 0x8000_0000 - IO_URING_TARGET_BASE;
+
 fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
     match (entry, side) {
         (Entry::Native, Side::Target) => (NATIVE_TARGET_BASE, NATIVE_SPAN),
@@ -495,11 +505,11 @@ fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
 fn lay_out(
     specs: &[RegionSpec],
     side: Side,
-    entry: Entry,
+    bases: (u64, u64),
     tag_base: u8,
     field: &str,
 ) -> Result<(Vec<Region>, u64), PlanError> {
-    let (base, span) = side_bases(entry, side);
+    let (base, span) = bases;
     let mut cursor = base + PAGE; // page 0 is the `hole`
     let mut out: Vec<Region> = Vec::new();
     for (i, s) in specs.iter().enumerate() {
@@ -870,21 +880,33 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         },
     };
 
+    let io_uring = case.target.regions.iter().any(|r| r.kind.is_io_uring());
+    if io_uring && entry == Entry::Compat {
+        return Err(PlanError::new(
+            "call.entry",
+            "io_uring regions are laid out for a native case (they live above the compat layouts)",
+        ));
+    }
+    let target_bases = if io_uring {
+        (IO_URING_TARGET_BASE, IO_URING_TARGET_SPAN)
+    } else {
+        side_bases(entry, Side::Target)
+    };
     let (target_regions, tguard) = lay_out(
         &case.target.regions,
         Side::Target,
-        entry,
+        target_bases,
         0x10,
         "target.regions",
     )?;
     let (caller_regions, cguard) = lay_out(
         &case.caller.regions,
         Side::Caller,
-        entry,
+        side_bases(entry, Side::Caller),
         0x80,
         "caller.regions",
     )?;
-    let (thole, _) = side_bases(entry, Side::Target);
+    let (thole, _) = target_bases;
     let (chole, _) = side_bases(entry, Side::Caller);
     let mut stack_windows = growth_windows(&target_regions, thole);
     stack_windows.extend(growth_windows(&caller_regions, chole));
@@ -1107,6 +1129,9 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         (RegionKind::Sealed, Feature::Mseal, "mseal"),
         (RegionKind::Hugetlb, Feature::Hugetlb, "hugetlb"),
         (RegionKind::AioRing, Feature::Aio, "aio"),
+        (RegionKind::IoUringSqRing, Feature::IoUring, "io_uring"),
+        (RegionKind::IoUringCqRing, Feature::IoUring, "io_uring"),
+        (RegionKind::IoUringSqes, Feature::IoUring, "io_uring"),
         (RegionKind::UffdSigbus, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::Uffd, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::UffdWp, Feature::Userfaultfd, "userfaultfd"),
@@ -1175,6 +1200,44 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             > 1
         {
             return Err(PlanError::new(side, "at most one aio_ring region"));
+        }
+    }
+    // The target creates one io_uring instance (entries = 1) and maps each kind once; every
+    // mapping of it is one page (the rings: `struct io_rings`, two CQEs and the SQ array; the
+    // SQEs: one 64-byte entry).
+    for (side, regions) in [
+        ("target.regions", &target_regions),
+        ("caller.regions", &caller_regions),
+    ] {
+        for (i, r) in regions.iter().enumerate().filter(|(_, r)| r.is_io_uring()) {
+            let name = serde_json::to_value(r.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if side == "caller.regions" || target_kind != TargetKind::Child {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    format!("an {name} region belongs to a `child` target"),
+                ));
+            }
+            if r.prot != Prot::Rw || r.fill != Fill::Pattern || r.pkey.is_some() {
+                return Err(PlanError::new(
+                    format!("{side}[{i}]"),
+                    format!("an {name} region is `rw` and filled by the kernel: drop `prot`, `fill` and `pkey`"),
+                ));
+            }
+            if r.len != PAGE {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].pages"),
+                    format!("an {name} region is one page (the harness makes a one-entry ring)"),
+                ));
+            }
+            if regions[..i].iter().any(|o| o.kind == r.kind) {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    format!("at most one {name} region"),
+                ));
+            }
         }
     }
     // A case that uses a feature declares it, so an unmet one is a skip with its reason.

@@ -1187,6 +1187,10 @@ mod tests {
             "vdso",
             "vvar",
             "vvar_vclock",
+            "userns",
+            "aio",
+            "io_uring",
+            "pkeys",
         ] {
             assert!(
                 f.iter().any(|x| x.name == name),

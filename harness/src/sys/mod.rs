@@ -310,6 +310,58 @@ pub fn aio_ring_at(start: u64, len: u64) -> Result<(), (i32, &'static str)> {
     Ok(())
 }
 
+/// `io_uring_setup(1, &params)`: a one-entry io_uring instance (one SQE, two CQEs); its
+/// descriptor. Async-signal-safe.
+pub fn io_uring_setup1() -> Result<i32, (i32, &'static str)> {
+    // struct io_uring_params: 120 bytes, all input fields zero (no flags).
+    let mut params = [0u32; 30];
+    // SAFETY: the kernel writes at most sizeof(struct io_uring_params) = 120 bytes into it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            1usize,
+            params.as_mut_ptr() as *mut libc::c_void,
+        )
+    };
+    if fd < 0 {
+        return Err((nix::errno::Errno::last_raw(), "io_uring_setup"));
+    }
+    Ok(fd as i32)
+}
+
+/// Whether io_uring_setup(2) works: a one-entry instance, closed again.
+pub fn io_uring_available() -> bool {
+    match io_uring_setup1() {
+        Ok(fd) => {
+            // SAFETY: closes the descriptor just made.
+            unsafe { libc::close(fd) };
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_32BIT|MAP_POPULATE, fd, off)`: a
+/// mapping the kernel places in the x86-64 `MAP_32BIT` window, lowest free address first
+/// (arch_get_unmapped_area_topdown sends MAP_32BIT to the bottom-up search). Async-signal-safe.
+pub fn mmap_shared_32bit(fd: i32, len: u64, off: u64) -> Result<u64, (i32, &'static str)> {
+    // SAFETY: no address is given, so the kernel picks a free range; nothing is replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_32BIT | libc::MAP_POPULATE,
+            fd,
+            off as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err((nix::errno::Errno::last_raw(), "mmap(io_uring)"));
+    }
+    Ok(p as u64)
+}
+
 /// `pkey_alloc(0, rights)`: a new protection key whose rights this thread's PKRU gets.
 pub fn pkey_alloc(rights: u32) -> Result<i32, (i32, &'static str)> {
     // SAFETY: integer arguments only.
