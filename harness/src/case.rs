@@ -151,6 +151,9 @@ pub enum Feature {
     Aio,
     /// `io_uring_setup(2)` works (CONFIG_IO_URING, not refused by `kernel.io_uring_disabled`).
     IoUring,
+    /// A target can make its `[uprobes]` XOL area: root, and the `uprobe` perf PMU
+    /// (CONFIG_UPROBE_EVENTS; implied by naming `uprobes`).
+    Uprobes,
     /// Memory protection keys: the CPU has PKU and the kernel enabled it (`pku` and `ospke` in
     /// /proc/cpuinfo), so `pkey_alloc(2)` works.
     Pkeys,
@@ -428,6 +431,10 @@ pub enum RegionKind {
     /// `[vvar_vclock]`: the x86 clock-source pages (VM_IO|VM_PFNMAP).
     #[serde(skip_deserializing)]
     VvarVclock,
+    /// `[uprobes]`: the XOL area the kernel maps in a process at its first out-of-line
+    /// single-step of a uprobe (VM_EXEC|VM_IO, no VM_READ), here the target's.
+    #[serde(skip_deserializing)]
+    Uprobes,
 }
 
 impl RegionKind {

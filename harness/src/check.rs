@@ -160,6 +160,10 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
             facts.io_uring,
             "io_uring_setup (CONFIG_IO_URING, and kernel.io_uring_disabled = 0, or 1 with the harness in kernel.io_uring_group)",
         ),
+        Feature::Uprobes => (
+            facts.uprobes,
+            "a target-made [uprobes] area (root with CAP_SYS_ADMIN, and the uprobe perf PMU: CONFIG_UPROBE_EVENTS)",
+        ),
         Feature::Pkeys => (
             facts.pku,
             "memory protection keys (a CPU with PKU, enabled by the kernel: pku and ospke in /proc/cpuinfo)",
@@ -203,7 +207,7 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         | Feature::Vdso
         | Feature::Vvar
         | Feature::VvarVclock => SkipBy::Kernel,
-        Feature::Userfaultfd if facts.is_root() => SkipBy::Kernel,
+        Feature::Userfaultfd | Feature::Uprobes if facts.is_root() => SkipBy::Kernel,
         Feature::Thp
         | Feature::Yama
         | Feature::Pidns
@@ -211,6 +215,7 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         | Feature::Userns
         | Feature::Kthreadd
         | Feature::Hugetlb
+        | Feature::Uprobes
         | Feature::Userfaultfd => SkipBy::Machine,
     }
 }

@@ -211,6 +211,8 @@ fn region_allows(r: &Region, access: Access, pku: bool, rules: &Rules) -> bool {
     let io = match r.kind {
         RegionKind::Vvar => vvar_io,
         RegionKind::VvarVclock => true,
+        // xol_add_vma: VM_EXEC|VM_MAYEXEC|VM_DONTCOPY|VM_IO (5.10 to 7.2).
+        RegionKind::Uprobes => true,
         k if k.is_io_uring() => !rules.io_uring_pages,
         _ => false,
     };
@@ -1019,7 +1021,12 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
         target_regions.extend(plan.caller_regions.iter());
     }
     // Every process of a case is a fork of the harness: same vdso and vvar.
-    caller_regions.extend(plan.special_regions.iter());
+    // The [uprobes] area is the target's own (VM_DONTCOPY, made after the fork).
+    caller_regions.extend(
+        plan.special_regions
+            .iter()
+            .filter(|r| r.kind != RegionKind::Uprobes || shared),
+    );
     target_regions.extend(plan.special_regions.iter());
     // Stack expansion below `growsdown` regions, bounded by RLIMIT_STACK (acct_stack_growth
     // checks the expanded size against the rlimit of `current`, the caller). A user fault

@@ -62,6 +62,10 @@ pub enum Special {
     Vdso,
     Vvar,
     VvarVclock,
+    /// The target's own `[uprobes]` XOL area: not the harness's (VM_DONTCOPY), made by a
+    /// `child` target before it reports ready, at the address the kernel's hint gives
+    /// (`get_unmapped_area(NULL, TASK_SIZE - PAGE_SIZE, ...)`, docs/SEMANTICS.md 12a'''''').
+    Uprobes,
 }
 
 const SPECIAL_BASE: u64 = 0x5a00_0000_0000_0000;
@@ -70,13 +74,19 @@ const SPECIAL_STRIDE: u64 = 1 << 48;
 const SPECIAL_REACH: u64 = 1 << 40;
 
 impl Special {
-    pub const ALL: [Special; 3] = [Special::Vdso, Special::Vvar, Special::VvarVclock];
+    pub const ALL: [Special; 4] = [
+        Special::Vdso,
+        Special::Vvar,
+        Special::VvarVclock,
+        Special::Uprobes,
+    ];
     /// The name in case files, and the `/proc/self/maps` name without brackets.
     pub fn name(self) -> &'static str {
         match self {
             Special::Vdso => "vdso",
             Special::Vvar => "vvar",
             Special::VvarVclock => "vvar_vclock",
+            Special::Uprobes => "uprobes",
         }
     }
     fn placeholder(self) -> u64 {
@@ -87,6 +97,7 @@ impl Special {
             Special::Vdso => Feature::Vdso,
             Special::Vvar => Feature::Vvar,
             Special::VvarVclock => Feature::VvarVclock,
+            Special::Uprobes => Feature::Uprobes,
         }
     }
     /// The special name and offset a placeholder address stands for.
@@ -104,6 +115,8 @@ impl Special {
             Special::Vdso => (Prot::Rx, RegionKind::Vdso),
             Special::Vvar => (Prot::Ro, RegionKind::Vvar),
             Special::VvarVclock => (Prot::Ro, RegionKind::VvarVclock),
+            // kernel/events/uprobes.c xol_add_vma: VM_EXEC|VM_MAYEXEC|VM_DONTCOPY|VM_IO.
+            Special::Uprobes => (Prot::Xo, RegionKind::Uprobes),
         };
         Region {
             name: self.name().into(),
@@ -367,8 +380,10 @@ impl Plan {
             };
             a.bytes = encode_iovs(list, p.call.entry);
         }
+        // The [uprobes] area exists only in a target that made it, i.e. when the case names it.
         p.special_regions = Special::ALL
             .into_iter()
+            .filter(|s| *s != Special::Uprobes || self.specials.contains(s))
             .filter_map(|s| facts.special(s).map(|span| s.region(span)))
             .collect();
         Cow::Owned(p)
@@ -652,6 +667,7 @@ const RESERVED: &[&str] = &[
     "vdso",
     "vvar",
     "vvar_vclock",
+    "uprobes",
 ];
 
 /// The expansion windows below a side's `growsdown` regions (see [`Plan::stack_windows`]).
@@ -710,12 +726,13 @@ fn resolve_addr(
         "vdso" => Special::Vdso.placeholder(),
         "vvar" => Special::Vvar.placeholder(),
         "vvar_vclock" => Special::VvarVclock.placeholder(),
+        "uprobes" => Special::Uprobes.placeholder(),
         _ => regions.iter().find(|r| r.name == name).map(|r| r.start).ok_or_else(|| {
             let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
             PlanError::new(
                 field,
                 format!(
-                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall, vdso, vvar, vvar_vclock)",
+                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall, vdso, vvar, vvar_vclock, uprobes)",
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 ),
             )
@@ -771,7 +788,7 @@ fn expand_iovs(
         // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
         // a literal one there would silently become the vdso. They are non-canonical:
         // `non_canonical` names one.
-        let special_name = ["vdso", "vvar"]
+        let special_name = ["vdso", "vvar", "uprobes"]
             .iter()
             .any(|n| s.base.trim().starts_with(n));
         for k in 0..repeat {
@@ -945,6 +962,14 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         "the {} of a 64-bit process lies above 4 GiB: a compat case cannot name it",
                         s.name()
                     ),
+                ));
+            }
+            if s == Special::Uprobes
+                && (side == "call.local" || case.target.kind != TargetKind::Child)
+            {
+                return Err(PlanError::new(
+                    format!("{side}[{}].base", v.group),
+                    format!("`{}`: the [uprobes] area is a `child` target's own (the caller has none: VM_DONTCOPY); name it in call.remote of a `child` target", v.label(groups)),
                 ));
             }
             if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {

@@ -891,3 +891,40 @@ fn io_uring_regions_are_validated() {
         assert!(e.to_string().contains(what), "{what}: {e}");
     }
 }
+
+/// The target's `[uprobes]` area (docs/SEMANTICS.md, "12a''''''"): VM_IO, so every pin of it
+/// fails; it is the target's own, named only in call.remote of a `child` target, and absent
+/// from plans that do not name it.
+#[test]
+fn uprobes_area_refuses_pins_and_is_the_targets_own() {
+    let case = |target: &str, call: &str| {
+        format!("description: t\nrequires:\n  root: true\n  features: [uprobes]\ntarget:\n{target}  regions: [{{name: data, pages: 1}}]\ncaller:\n  regions: [{{name: buf, pages: 2}}]\ncall:\n{call}")
+    };
+    for v in [(5, 10, 223), (6, 1, 176), (6, 12, 117), (7, 2, 13)] {
+        let p = model_on(v, &case("", "  syscall: readv\n  local: [{base: buf, len: page}]\n  remote: [{base: uprobes, len: page}]\n"), |_| {});
+        assert_err(&p, libc::EFAULT, "remote_fault");
+        let p = model_on(v, &case("", "  syscall: writev\n  local: [{base: buf, len: 2*page}]\n  remote: [{base: data, len: page}, {base: uprobes+100, len: 10}]\n"), |_| {});
+        assert_ok(&p, 4096, "remote_fault");
+    }
+    for (target, call) in [
+        ("", "  syscall: readv\n  local: [{base: uprobes, len: 1}]\n  remote: [{base: data, len: 1}]\n"),
+        ("  kind: self\n", "  syscall: readv\n  local: [{base: buf, len: 1}]\n  remote: [{base: uprobes, len: 1}]\n"),
+    ] {
+        let e = load_str("t.yaml", "t", &case(target, call)).unwrap_err();
+        assert!(e.to_string().contains("[uprobes]"), "{e}");
+    }
+    // A plan that does not name it has no [uprobes] region, even where the harness can make
+    // one: an address there is unmapped as before.
+    let y = case(
+        "",
+        "  syscall: readv\n  local: [{base: buf, len: 1}]\n  remote: [{base: data, len: 1}]\n",
+    );
+    let plan = load_str("t.yaml", "t", &y).unwrap();
+    let facts = Facts::example((6, 12, 0));
+    assert!(facts.uprobes);
+    assert!(plan
+        .bind(&facts)
+        .special_regions
+        .iter()
+        .all(|r| r.kind != pvmtest::case::RegionKind::Uprobes));
+}

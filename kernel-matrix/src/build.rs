@@ -1191,6 +1191,7 @@ mod tests {
             "aio",
             "io_uring",
             "pkeys",
+            "uprobes",
         ] {
             assert!(
                 f.iter().any(|x| x.name == name),

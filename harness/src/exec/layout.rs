@@ -129,7 +129,8 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             | RegionKind::IoUringSqes
             | RegionKind::Vdso
             | RegionKind::Vvar
-            | RegionKind::VvarVclock => {
+            | RegionKind::VvarVclock
+            | RegionKind::Uprobes => {
                 unreachable!()
             }
         };
