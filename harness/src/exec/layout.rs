@@ -209,7 +209,7 @@ pub const MAP_32BIT_LOW: u64 = 0x4000_0000;
 
 /// Maps the io_uring regions (address order) of one instance the target creates. The kernel
 /// refuses a chosen address for them (`io_uring_get_unmapped_area`: `if (addr) return
-/// -EINVAL`, 6.1.132+ and 6.4+), so each is steered: everything free below its planned start
+/// -EINVAL`, read in 6.1.176, 6.12.107 and 7.2.13), so each is steered: everything free below its planned start
 /// in the `MAP_32BIT` window is covered with a PROT_NONE filler, and a hint-less MAP_32BIT
 /// mmap, which takes the lowest free range of the window (bottom-up `vm_unmapped_area`),
 /// lands exactly there. The fillers go again afterwards. An instance whose mapping lands
