@@ -149,6 +149,11 @@ pub enum Feature {
     Mseal,
     /// `io_setup(2)` works (CONFIG_AIO, `fs.aio-max-nr` not exhausted).
     Aio,
+    /// `io_uring_setup(2)` works (CONFIG_IO_URING, not refused by `kernel.io_uring_disabled`).
+    IoUring,
+    /// A target can make its `[uprobes]` XOL area: root, and the `uprobe` perf PMU
+    /// (CONFIG_UPROBE_EVENTS; implied by naming `uprobes`).
+    Uprobes,
     /// Memory protection keys: the CPU has PKU and the kernel enabled it (`pku` and `ospke` in
     /// /proc/cpuinfo), so `pkey_alloc(2)` works.
     Pkeys,
@@ -404,6 +409,18 @@ pub enum RegionKind {
     /// `child` only, prot `rw`, as many pages as the kernel sized the ring (1 up to 15
     /// possible CPUs).
     AioRing,
+    /// The SQ ring of an io_uring instance the target creates (`io_uring_setup(1, &p)`),
+    /// mapped at `IORING_OFF_SQ_RING`: `struct io_rings` as setup fills it. The kernel chooses
+    /// an io_uring mapping's address (`io_uring_get_unmapped_area` refuses a hint), so the
+    /// target steers it into place (docs/SEMANTICS.md 12a'''''). Target of a `child` only,
+    /// prot `rw`, one page.
+    IoUringSqRing,
+    /// The same ring pages mapped at `IORING_OFF_CQ_RING` (IORING_FEAT_SINGLE_MMAP: one
+    /// allocation for both rings).
+    IoUringCqRing,
+    /// The submission queue entries, mapped at `IORING_OFF_SQES`: one zeroed 64-byte SQE and
+    /// the rest of its page.
+    IoUringSqes,
     /// The process's `[vdso]`: a special mapping the kernel made at exec, named in cases as
     /// `vdso` (never declared as a region; see [`crate::plan::Special`]).
     #[serde(skip_deserializing)]
@@ -414,6 +431,29 @@ pub enum RegionKind {
     /// `[vvar_vclock]`: the x86 clock-source pages (VM_IO|VM_PFNMAP).
     #[serde(skip_deserializing)]
     VvarVclock,
+    /// `[uprobes]`: the XOL area the kernel maps in a process at its first out-of-line
+    /// single-step of a uprobe (VM_EXEC|VM_IO, no VM_READ), here the target's.
+    #[serde(skip_deserializing)]
+    Uprobes,
+}
+
+impl RegionKind {
+    /// A mapping of an io_uring instance the target creates.
+    pub fn is_io_uring(self) -> bool {
+        matches!(
+            self,
+            RegionKind::IoUringSqRing | RegionKind::IoUringCqRing | RegionKind::IoUringSqes
+        )
+    }
+    /// The `IORING_OFF_*` mmap offset of an io_uring kind.
+    pub fn io_uring_offset(self) -> Option<u64> {
+        match self {
+            RegionKind::IoUringSqRing => Some(0),
+            RegionKind::IoUringCqRing => Some(0x800_0000),
+            RegionKind::IoUringSqes => Some(0x1000_0000),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -197,6 +197,14 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
             facts.aio,
             "io_setup (CONFIG_AIO, and room under fs.aio-max-nr)",
         ),
+        Feature::IoUring => (
+            facts.io_uring,
+            "io_uring_setup (CONFIG_IO_URING, and kernel.io_uring_disabled = 0, or 1 with the harness in kernel.io_uring_group)",
+        ),
+        Feature::Uprobes => (
+            facts.uprobes,
+            "a target-made [uprobes] area (root with CAP_SYS_ADMIN, and the uprobe perf PMU: CONFIG_UPROBE_EVENTS)",
+        ),
         Feature::Pkeys => (
             facts.pku,
             "memory protection keys (a CPU with PKU, enabled by the kernel: pku and ospke in /proc/cpuinfo)",
@@ -244,11 +252,12 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         | Feature::GuardPages
         | Feature::Mseal
         | Feature::Aio
+        | Feature::IoUring
         | Feature::VsyscallXonly
         | Feature::Vdso
         | Feature::Vvar
         | Feature::VvarVclock => SkipBy::Kernel,
-        Feature::Userfaultfd if facts.is_root() => SkipBy::Kernel,
+        Feature::Userfaultfd | Feature::Uprobes if facts.is_root() => SkipBy::Kernel,
         Feature::Thp
         | Feature::Yama
         | Feature::Pidns
@@ -256,6 +265,7 @@ fn feature_by(f: Feature, facts: &Facts) -> SkipBy {
         | Feature::Userns
         | Feature::Kthreadd
         | Feature::Hugetlb
+        | Feature::Uprobes
         | Feature::Userfaultfd => SkipBy::Machine,
     }
 }
@@ -442,6 +452,7 @@ fn check_pin_against(plan: &Plan, pred: &Prediction) -> Result<(), String> {
 fn source_bytes(
     plan: &Plan,
     mappings: &[Region],
+    io_rings: crate::pattern::IoRingsLayout,
     side: Side,
     addr: u64,
     len: u64,
@@ -499,7 +510,7 @@ fn source_bytes(
         match regions.iter().find(|r| a >= r.start && a < r.end()) {
             Some(r) => {
                 let stop = (addr + len).min(r.end());
-                out.extend((a..stop).map(|x| Some(model::byte_of(r, x - r.start))));
+                out.extend((a..stop).map(|x| Some(model::byte_in(r, x - r.start, io_rings))));
                 a = stop;
             }
             None => {
@@ -542,7 +553,7 @@ fn uncovered(covered: &mut Vec<(u64, u64)>, a: u64, b: u64) -> Vec<(u64, u64)> {
 /// order (computed backwards so that bytes overwritten later are never materialised), and
 /// which bytes are checked (all but those copied from a live mapping, see [`source_bytes`]).
 pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, Vec<bool>) {
-    let mut mem = crate::pattern::initial(region);
+    let mut mem = crate::pattern::initial_in(region, pred.io_rings);
     let mut checked = vec![true; mem.len()];
     let write = plan.call.syscall == Syscall::Writev;
     let dst_side = if write { Side::Target } else { Side::Caller };
@@ -570,6 +581,7 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<
             source_bytes(
                 plan,
                 &pred.mappings,
+                pred.io_rings,
                 src_side,
                 src + (pa - dst),
                 pb - pa,

@@ -45,6 +45,10 @@ pub struct Facts {
     /// The length of the `[aio]` ring of a one-event context, 0 when it is not laid out as
     /// Linux's ([`crate::sys::aio_ring_len`]).
     pub aio_ring_len: u64,
+    /// `io_uring_setup(2)` works.
+    pub io_uring: bool,
+    /// A target can make its `[uprobes]` area (root, the `uprobe` perf PMU).
+    pub uprobes: bool,
     /// A process without capabilities can create a user namespace.
     pub userns: bool,
     pub kthreadd: bool,
@@ -245,6 +249,8 @@ impl Facts {
             userns: true,
             aio: true,
             aio_ring_len: 4096,
+            io_uring: true,
+            uprobes: true,
             kthreadd: true,
             pid_max: 4_194_304,
             secretmem: true,
@@ -282,6 +288,12 @@ impl Facts {
             crate::plan::Special::Vdso => self.vdso,
             crate::plan::Special::Vvar => self.vvar,
             crate::plan::Special::VvarVclock => self.vvar_vclock,
+            // xol_add_vma asks for `TASK_SIZE - PAGE_SIZE` as a hint; above every mapping
+            // the harness has, it holds.
+            crate::plan::Special::Uprobes => self.uprobes.then(|| Span {
+                start: self.task_size_max - 4096,
+                len: 4096,
+            }),
         }
     }
 
@@ -405,6 +417,8 @@ impl Facts {
             userns: crate::sys::userns_available(),
             aio: aio_ring_len.is_some(),
             aio_ring_len: aio_ring_len.unwrap_or(0),
+            io_uring: crate::sys::io_uring_available(),
+            uprobes: crate::sys::xol_probe().is_some() && cap_effective.has(crate::caps::SYS_ADMIN),
             kthreadd: read_trim("/proc/2/comm").as_deref() == Some("kthreadd"),
             pid_max: read_trim("/proc/sys/kernel/pid_max")
                 .and_then(|s| s.parse().ok())

@@ -57,6 +57,15 @@ pub struct Rules {
     /// already maps (see `View::reachable_end`). `[vvar_vclock]` and the pre-6.13 x86
     /// `[vvar]` keep VM_IO|VM_PFNMAP.
     pub vvar_io: bool,
+    /// `io_uring_mmap` puts the ring and SQE pages in with `vm_insert_pages` (a
+    /// VM_MIXEDMAP VMA of ordinary pages, which GUP pins) rather than `remap_pfn_range`
+    /// (VM_IO|VM_PFNMAP, which `check_vma_flags` refuses): "io_uring: get rid of
+    /// remap_pfn_range() for mapping rings/sqes", v6.10 (6.12.107 io_uring/memmap.c
+    /// `io_uring_mmap_pages`), backported to 6.1.132 (Debian's changelog; 6.1.176
+    /// io_uring/io_uring.c). 5.10.223 still uses `remap_pfn_range`.
+    pub io_uring_pages: bool,
+    /// Where `struct io_rings` keeps the masks and sizes setup writes.
+    pub io_rings: crate::pattern::IoRingsLayout,
 }
 
 impl Rules {
@@ -77,6 +86,15 @@ impl Rules {
             native_iovec_elementwise: at_least(6, 4),
             gup_expands_stack,
             vvar_io: !at_least(7, 3),
+            io_uring_pages: at_least(6, 10) || ((v.0, v.1) == (6, 1) && v.2 >= 132),
+            // 6.1.176 and 5.10.223 give `head` and `tail` of `struct io_uring` a cache line
+            // each (____cacheline_aligned_in_smp); 6.12.107 and 7.2.13 pack them. The change
+            // lies between 6.1 and 6.12 and was not read: 6.2 to 6.11 are predicted packed.
+            io_rings: if at_least(6, 2) {
+                crate::pattern::IoRingsLayout::Packed
+            } else {
+                crate::pattern::IoRingsLayout::Padded
+            },
         }
     }
 }
@@ -136,6 +154,8 @@ pub struct Prediction {
     /// The special mappings (vdso, vvar) at the addresses the prediction used: a copy from
     /// the vdso has external source bytes, which the checker reads (the model never does).
     pub mappings: Vec<Region>,
+    /// The `struct io_rings` layout the prediction used for io_uring ring regions.
+    pub io_rings: crate::pattern::IoRingsLayout,
 }
 
 impl Prediction {
@@ -174,8 +194,9 @@ enum Access {
     UserWrite,
 }
 
-/// Whether `access` may touch a (backed) byte of `r`. `vvar_io`: [`Rules::vvar_io`].
-fn region_allows(r: &Region, access: Access, pku: bool, vvar_io: bool) -> bool {
+/// Whether `access` may touch a (backed) byte of `r` under these rules.
+fn region_allows(r: &Region, access: Access, pku: bool, rules: &Rules) -> bool {
+    let vvar_io = rules.vvar_io;
     // check_vma_flags: `if (vma_is_secretmem(vma)) return -EFAULT;` (5.14+). The owner's
     // own user copies go through its page tables and work.
     if r.kind == RegionKind::Secretmem && matches!(access, Access::PinRead | Access::PinWrite) {
@@ -185,9 +206,14 @@ fn region_allows(r: &Region, access: Access, pku: bool, vvar_io: bool) -> bool {
     // vDSO data mappings are VM_IO|VM_PFNMAP (x86 `map_vdso`, 5.10 to 6.12, and
     // `[vvar_vclock]` later) or VM_IO|VM_MIXEDMAP (lib/vdso/datastore.c
     // `vdso_install_vvar_mapping`): never pinnable.
+    // io_uring mappings are VM_IO|VM_PFNMAP where `io_uring_mmap` uses `remap_pfn_range`
+    // (5.10.223; `remap_pfn_range_notrack` sets them), pinnable VM_MIXEDMAP otherwise.
     let io = match r.kind {
         RegionKind::Vvar => vvar_io,
         RegionKind::VvarVclock => true,
+        // xol_add_vma: VM_EXEC|VM_MAYEXEC|VM_DONTCOPY|VM_IO (5.10 to 7.2).
+        RegionKind::Uprobes => true,
+        k if k.is_io_uring() => !rules.io_uring_pages,
         _ => false,
     };
     if io && matches!(access, Access::PinRead | Access::PinWrite) {
@@ -241,7 +267,7 @@ struct View<'a> {
     regions: Vec<&'a Region>,
     arrays: &'a [ArrayImage],
     pku: bool,
-    vvar_io: bool,
+    rules: Rules,
 }
 
 enum Area<'a> {
@@ -274,7 +300,7 @@ impl<'a> View<'a> {
     fn reachable_end(&self, r: &Region, access: Access) -> u64 {
         let end = r.start + r.backed_len();
         if r.kind == RegionKind::Vvar
-            && !self.vvar_io
+            && !self.rules.vvar_io
             && matches!(access, Access::PinRead | Access::PinWrite)
         {
             return end.min(r.start + VVAR_PRESENT_PAGES * PAGE);
@@ -289,7 +315,7 @@ impl<'a> View<'a> {
         loop {
             let end = match self.area(cur) {
                 Some(Area::Region(r))
-                    if region_allows(r, access, self.pku, self.vvar_io)
+                    if region_allows(r, access, self.pku, &self.rules)
                         && cur < self.reachable_end(r, access) =>
                 {
                     self.reachable_end(r, access)
@@ -317,7 +343,7 @@ impl<'a> View<'a> {
             match self.area(a)? {
                 Area::Region(r) => {
                     let stop = (addr + len).min(r.end());
-                    out.extend((a..stop).map(|x| byte_of(r, x - r.start)));
+                    out.extend((a..stop).map(|x| byte_in(r, x - r.start, self.rules.io_rings)));
                     a = stop;
                 }
                 Area::Array(img) => {
@@ -337,8 +363,20 @@ impl<'a> View<'a> {
 
 /// The initial byte at `off` of a region (see [`crate::pattern::initial`]).
 pub fn byte_of(r: &Region, off: u64) -> u8 {
+    debug_assert!(
+        !r.kind.is_io_uring(),
+        "an io_uring region's contents depend on the kernel: byte_in"
+    );
+    byte_in(r, off, crate::pattern::IoRingsLayout::Packed)
+}
+
+/// [`byte_of`] for any region; `io_rings` lays out io_uring ring regions.
+pub fn byte_in(r: &Region, off: u64, io_rings: crate::pattern::IoRingsLayout) -> u8 {
     if r.kind == RegionKind::AioRing {
         return crate::pattern::aio_ring_byte(r.len, off);
+    }
+    if let Some(b) = crate::pattern::io_uring_byte(r.kind, io_rings, off) {
+        return b;
     }
     let in_file = r.file_size.is_none_or(|fs| off < fs);
     if r.fill == crate::case::Fill::Pattern && in_file {
@@ -983,7 +1021,12 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
         target_regions.extend(plan.caller_regions.iter());
     }
     // Every process of a case is a fork of the harness: same vdso and vvar.
-    caller_regions.extend(plan.special_regions.iter());
+    // The [uprobes] area is the target's own (VM_DONTCOPY, made after the fork).
+    caller_regions.extend(
+        plan.special_regions
+            .iter()
+            .filter(|r| r.kind != RegionKind::Uprobes || shared),
+    );
     target_regions.extend(plan.special_regions.iter());
     // Stack expansion below `growsdown` regions, bounded by RLIMIT_STACK (acct_stack_growth
     // checks the expanded size against the rlimit of `current`, the caller). A user fault
@@ -1019,13 +1062,13 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
             regions: caller_regions,
             arrays: &plan.arrays,
             pku,
-            vvar_io: rules.vvar_io,
+            rules,
         },
         target: View {
             regions: target_regions,
             arrays: if shared { &plan.arrays } else { &[] },
             pku,
-            vvar_io: rules.vvar_io,
+            rules,
         },
         trace: Vec::new(),
     };
@@ -1039,6 +1082,7 @@ pub fn predict(plan: &Plan, facts: &Facts) -> Prediction {
         trace: m.trace,
         copies,
         mappings: plan.special_regions.clone(),
+        io_rings: rules.io_rings,
     }
 }
 

@@ -36,10 +36,24 @@ pub fn fill(buf: &mut [u8], tag: u8, start: u64) {
 /// `fill: pattern` (file kinds: up to the file size, zero after it within the last page),
 /// zero for `fill: untouched`.
 pub fn initial(region: &Region) -> Vec<u8> {
+    debug_assert!(
+        !region.kind.is_io_uring(),
+        "an io_uring region's contents depend on the kernel: initial_in"
+    );
+    initial_in(region, IoRingsLayout::Packed)
+}
+
+/// [`initial`] for any region; `io_rings` lays out io_uring ring regions ([`IoRingsLayout`]).
+pub fn initial_in(region: &Region, io_rings: IoRingsLayout) -> Vec<u8> {
     let len = region.backed_len() as usize;
     if region.kind == crate::case::RegionKind::AioRing {
         return (0..len as u64)
             .map(|o| aio_ring_byte(len as u64, o))
+            .collect();
+    }
+    if region.kind.is_io_uring() {
+        return (0..len as u64)
+            .map(|o| io_uring_byte(region.kind, io_rings, o).unwrap_or(0))
             .collect();
     }
     let mut v = vec![0u8; len];
@@ -116,5 +130,41 @@ mod tests {
                 assert_eq!(b, want, "start {start} len {len}");
             }
         }
+    }
+}
+
+/// Where `struct io_rings` (include/linux/io_uring_types.h) keeps `sq_ring_mask`: its
+/// `struct io_uring sq, cq` come first, `{ u32 head; u32 tail; }` each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoRingsLayout {
+    /// `head` and `tail` each `____cacheline_aligned_in_smp` (64 bytes on x86-64): the masks
+    /// start at byte 256 (5.10, 6.1).
+    Padded,
+    /// `head` and `tail` packed: the masks start at byte 16 (6.12, 7.2).
+    Packed,
+}
+
+/// The byte at `off` of a fresh mapping of a one-entry io_uring instance (`io_uring_setup(1)`:
+/// `sq_entries` 1, `cq_entries` 2, io_uring_create), or `None` for other kinds. The ring
+/// and SQE pages are allocated `__GFP_ZERO` (io_pages_map 6.1/6.12, io_region_allocate_pages
+/// 7.2), and `io_allocate_scq_urings` writes only `sq_ring_mask` = 0, `cq_ring_mask` = 1,
+/// `sq_ring_entries` = 1, `cq_ring_entries` = 2, in that order, into the ring; nothing is
+/// ever submitted, so every other byte stays zero. SQ_RING and CQ_RING map the same pages.
+pub fn io_uring_byte(kind: crate::case::RegionKind, layout: IoRingsLayout, off: u64) -> Option<u8> {
+    use crate::case::RegionKind;
+    match kind {
+        RegionKind::IoUringSqes => Some(0),
+        RegionKind::IoUringSqRing | RegionKind::IoUringCqRing => {
+            let masks = match layout {
+                IoRingsLayout::Padded => 256,
+                IoRingsLayout::Packed => 16,
+            };
+            let words: [u32; 4] = [0, 1, 1, 2];
+            Some(match off.checked_sub(masks) {
+                Some(o) if o < 16 => words[(o / 4) as usize].to_le_bytes()[(o % 4) as usize],
+                _ => 0,
+            })
+        }
+        _ => None,
     }
 }

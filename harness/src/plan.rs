@@ -62,6 +62,10 @@ pub enum Special {
     Vdso,
     Vvar,
     VvarVclock,
+    /// The target's own `[uprobes]` XOL area: not the harness's (VM_DONTCOPY), made by a
+    /// `child` target before it reports ready, at the address the kernel's hint gives
+    /// (`get_unmapped_area(NULL, TASK_SIZE - PAGE_SIZE, ...)`, docs/SEMANTICS.md 12a'''''').
+    Uprobes,
 }
 
 const SPECIAL_BASE: u64 = 0x5a00_0000_0000_0000;
@@ -70,13 +74,19 @@ const SPECIAL_STRIDE: u64 = 1 << 48;
 const SPECIAL_REACH: u64 = 1 << 40;
 
 impl Special {
-    pub const ALL: [Special; 3] = [Special::Vdso, Special::Vvar, Special::VvarVclock];
+    pub const ALL: [Special; 4] = [
+        Special::Vdso,
+        Special::Vvar,
+        Special::VvarVclock,
+        Special::Uprobes,
+    ];
     /// The name in case files, and the `/proc/self/maps` name without brackets.
     pub fn name(self) -> &'static str {
         match self {
             Special::Vdso => "vdso",
             Special::Vvar => "vvar",
             Special::VvarVclock => "vvar_vclock",
+            Special::Uprobes => "uprobes",
         }
     }
     fn placeholder(self) -> u64 {
@@ -87,6 +97,7 @@ impl Special {
             Special::Vdso => Feature::Vdso,
             Special::Vvar => Feature::Vvar,
             Special::VvarVclock => Feature::VvarVclock,
+            Special::Uprobes => Feature::Uprobes,
         }
     }
     /// The special name and offset a placeholder address stands for.
@@ -104,6 +115,8 @@ impl Special {
             Special::Vdso => (Prot::Rx, RegionKind::Vdso),
             Special::Vvar => (Prot::Ro, RegionKind::Vvar),
             Special::VvarVclock => (Prot::Ro, RegionKind::VvarVclock),
+            // kernel/events/uprobes.c xol_add_vma: VM_EXEC|VM_MAYEXEC|VM_DONTCOPY|VM_IO.
+            Special::Uprobes => (Prot::Xo, RegionKind::Uprobes),
         };
         Region {
             name: self.name().into(),
@@ -160,6 +173,10 @@ impl Region {
             self.kind,
             RegionKind::UffdSigbus | RegionKind::Uffd | RegionKind::UffdWp
         )
+    }
+    /// A mapping of an io_uring instance's rings or SQEs (made by the target).
+    pub fn is_io_uring(&self) -> bool {
+        self.kind.is_io_uring()
     }
     pub fn is_hole(&self) -> bool {
         self.kind == RegionKind::Hole
@@ -375,8 +392,11 @@ impl Plan {
             a.bytes = encode_iovs(list, p.call.entry);
         }
         if !p.specials.is_empty() {
+            // The [uprobes] area exists only in a target that made it, i.e. when the case
+            // names it.
             p.special_regions = Special::ALL
                 .into_iter()
+                .filter(|s| *s != Special::Uprobes || p.specials.contains(s))
                 .filter_map(|s| facts.special(s).map(|span| s.region(span)))
                 .collect();
         }
@@ -616,6 +636,12 @@ pub fn native_windows(top: u64) -> [(u64, u64); 2] {
     [(span, span), (3 * span, span)]
 }
 
+/// Where a native target with io_uring regions lives: inside the x86-64 `MAP_32BIT` window
+/// (`[0x40000000, 0x80000000)`), where the kernel's own choice of address can be steered
+/// (exec::layout `io_uring_build`), above the 32 MiB its randomisation may skip.
+const IO_URING_TARGET_BASE: u64 = 0x4400_0000;
+const IO_URING_TARGET_SPAN: u64 = 0x8000_0000 - IO_URING_TARGET_BASE;
+
 fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
     match (entry, side) {
         (Entry::Native, Side::Target) => (NATIVE_TARGET_BASE, NATIVE_SPAN),
@@ -629,11 +655,11 @@ fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
 fn lay_out(
     specs: &[RegionSpec],
     side: Side,
-    entry: Entry,
+    bases: (u64, u64),
     tag_base: u8,
     field: &str,
 ) -> Result<(Vec<Region>, u64), PlanError> {
-    let (base, span) = side_bases(entry, side);
+    let (base, span) = bases;
     let mut cursor = base + PAGE; // page 0 is the `hole`
     let mut out: Vec<Region> = Vec::new();
     for (i, s) in specs.iter().enumerate() {
@@ -776,6 +802,7 @@ const RESERVED: &[&str] = &[
     "vdso",
     "vvar",
     "vvar_vclock",
+    "uprobes",
 ];
 
 /// The expansion windows below a side's `growsdown` regions (see [`Plan::stack_windows`]).
@@ -834,12 +861,13 @@ fn resolve_addr(
         "vdso" => Special::Vdso.placeholder(),
         "vvar" => Special::Vvar.placeholder(),
         "vvar_vclock" => Special::VvarVclock.placeholder(),
+        "uprobes" => Special::Uprobes.placeholder(),
         _ => regions.iter().find(|r| r.name == name).map(|r| r.start).ok_or_else(|| {
             let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
             PlanError::new(
                 field,
                 format!(
-                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall, vdso, vvar, vvar_vclock)",
+                    "`{name}` is not a declared region here (declared: {}; or use null, kernel, non_canonical, hole, guard, vsyscall, vdso, vvar, vvar_vclock, uprobes)",
                     if names.is_empty() { "none".to_string() } else { names.join(", ") }
                 ),
             )
@@ -895,7 +923,7 @@ fn expand_iovs(
         // Addresses near the vdso/vvar placeholders stand for those mappings (Plan::bind);
         // a literal one there would silently become the vdso. They are non-canonical:
         // `non_canonical` names one.
-        let special_name = ["vdso", "vvar"]
+        let special_name = ["vdso", "vvar", "uprobes"]
             .iter()
             .any(|n| s.base.trim().starts_with(n));
         for k in 0..repeat {
@@ -1004,21 +1032,33 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         },
     };
 
+    let io_uring = case.target.regions.iter().any(|r| r.kind.is_io_uring());
+    if io_uring && entry == Entry::Compat {
+        return Err(PlanError::new(
+            "call.entry",
+            "io_uring regions are laid out for a native case (they live above the compat layouts)",
+        ));
+    }
+    let target_bases = if io_uring {
+        (IO_URING_TARGET_BASE, IO_URING_TARGET_SPAN)
+    } else {
+        side_bases(entry, Side::Target)
+    };
     let (target_regions, tguard) = lay_out(
         &case.target.regions,
         Side::Target,
-        entry,
+        target_bases,
         0x10,
         "target.regions",
     )?;
     let (caller_regions, cguard) = lay_out(
         &case.caller.regions,
         Side::Caller,
-        entry,
+        side_bases(entry, Side::Caller),
         0x80,
         "caller.regions",
     )?;
-    let (thole, _) = side_bases(entry, Side::Target);
+    let (thole, _) = target_bases;
     let (chole, _) = side_bases(entry, Side::Caller);
     let mut stack_windows = growth_windows(&target_regions, thole);
     stack_windows.extend(growth_windows(&caller_regions, chole));
@@ -1057,6 +1097,14 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
                         "the {} of a 64-bit process lies above 4 GiB: a compat case cannot name it",
                         s.name()
                     ),
+                ));
+            }
+            if s == Special::Uprobes
+                && (side == "call.local" || case.target.kind != TargetKind::Child)
+            {
+                return Err(PlanError::new(
+                    format!("{side}[{}].base", v.group),
+                    format!("`{}`: the [uprobes] area is a `child` target's own (the caller has none: VM_DONTCOPY); name it in call.remote of a `child` target", v.label(groups)),
                 ));
             }
             if side == "call.local" && s != Special::Vdso && case.call.syscall == Syscall::Writev {
@@ -1241,6 +1289,9 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         (RegionKind::Sealed, Feature::Mseal, "mseal"),
         (RegionKind::Hugetlb, Feature::Hugetlb, "hugetlb"),
         (RegionKind::AioRing, Feature::Aio, "aio"),
+        (RegionKind::IoUringSqRing, Feature::IoUring, "io_uring"),
+        (RegionKind::IoUringCqRing, Feature::IoUring, "io_uring"),
+        (RegionKind::IoUringSqes, Feature::IoUring, "io_uring"),
         (RegionKind::UffdSigbus, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::Uffd, Feature::Userfaultfd, "userfaultfd"),
         (RegionKind::UffdWp, Feature::Userfaultfd, "userfaultfd"),
@@ -1309,6 +1360,44 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
             > 1
         {
             return Err(PlanError::new(side, "at most one aio_ring region"));
+        }
+    }
+    // The target creates one io_uring instance (entries = 1) and maps each kind once; every
+    // mapping of it is one page (the rings: `struct io_rings`, two CQEs and the SQ array; the
+    // SQEs: one 64-byte entry).
+    for (side, regions) in [
+        ("target.regions", &target_regions),
+        ("caller.regions", &caller_regions),
+    ] {
+        for (i, r) in regions.iter().enumerate().filter(|(_, r)| r.is_io_uring()) {
+            let name = serde_json::to_value(r.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if side == "caller.regions" || target_kind != TargetKind::Child {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    format!("an {name} region belongs to a `child` target"),
+                ));
+            }
+            if r.prot != Prot::Rw || r.fill != Fill::Pattern || r.pkey.is_some() {
+                return Err(PlanError::new(
+                    format!("{side}[{i}]"),
+                    format!("an {name} region is `rw` and filled by the kernel: drop `prot`, `fill` and `pkey`"),
+                ));
+            }
+            if r.len != PAGE {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].pages"),
+                    format!("an {name} region is one page (the harness makes a one-entry ring)"),
+                ));
+            }
+            if regions[..i].iter().any(|o| o.kind == r.kind) {
+                return Err(PlanError::new(
+                    format!("{side}[{i}].kind"),
+                    format!("at most one {name} region"),
+                ));
+            }
         }
     }
     // A case that uses a feature declares it, so an unmet one is a skip with its reason.

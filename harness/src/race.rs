@@ -195,6 +195,13 @@ pub fn resolve(spec: &RaceSpec, plan: &Plan) -> Result<Race, PlanError> {
     }
     // What the race executor builds: a forked `child` target of anonymous regions with the
     // harness's credentials, and a forked (persistent) caller making the native call.
+    if plan.specials.contains(&crate::plan::Special::Uprobes) {
+        return Err(err(
+            "call.remote",
+            "a race target does not make a [uprobes] area; `uprobes` is for plain cases"
+                .to_string(),
+        ));
+    }
     if plan.target_kind != TargetKind::Child {
         return Err(err(
             "target.kind",

@@ -798,3 +798,133 @@ fn aio_ring_is_pinnable_and_holds_the_header() {
         assert!(pvmtest::runner::load_str("t.yaml", "t", &y).is_err(), "{y}");
     }
 }
+
+/// io_uring mappings (docs/SEMANTICS.md, "12a'''''"): VM_IO|VM_PFNMAP where io_uring_mmap
+/// uses remap_pfn_range (5.10, 6.1 before 6.1.132, 6.2 to 6.9), pinnable VM_MIXEDMAP pages
+/// where it uses vm_insert_pages; the ring holds the masks and sizes at a layout-dependent
+/// offset.
+#[test]
+fn io_uring_pinnable_by_version_and_ring_layout() {
+    let case = |kind: &str, call: &str| {
+        format!("description: t\nrequires:\n  features: [io_uring]\ntarget:\n  regions:\n    - {{name: data, pages: 1}}\n    - {{name: ring, pages: 1, kind: {kind}}}\n    - {{name: gap, pages: 1, kind: hole}}\ncaller:\n  regions: [{{name: buf, pages: 3}}]\ncall:\n{call}")
+    };
+    let read = "  syscall: readv\n  local: [{base: buf, len: 3*page}]\n  remote: [{base: data, len: page}, {base: ring, len: 2*page}]\n";
+    let write = "  syscall: writev\n  local: [{base: buf, len: 2*page}]\n  remote: [{base: ring, len: 2*page}]\n";
+    for kind in ["io_uring_sq_ring", "io_uring_cq_ring", "io_uring_sqes"] {
+        for (v, pinnable) in [
+            ((5, 10, 223), false),
+            ((6, 1, 131), false),
+            ((6, 1, 132), true),
+            ((6, 1, 176), true),
+            ((6, 6, 0), false),
+            ((6, 10, 0), true),
+            ((6, 12, 117), true),
+            ((7, 2, 13), true),
+        ] {
+            let p = model_on(v, &case(kind, read), |_| {});
+            let p2 = model_on(v, &case(kind, write), |_| {});
+            if pinnable {
+                assert_ok(&p, 8192, "remote_fault");
+                assert_ok(&p2, 4096, "remote_fault");
+            } else {
+                assert_ok(&p, 4096, "remote_fault");
+                assert_err(&p2, libc::EFAULT, "remote_fault");
+            }
+        }
+    }
+    use pvmtest::case::RegionKind;
+    use pvmtest::pattern::{io_uring_byte, IoRingsLayout};
+    let ring = |layout, off| io_uring_byte(RegionKind::IoUringSqRing, layout, off).unwrap();
+    // sq_ring_mask 0, cq_ring_mask 1, sq_ring_entries 1, cq_ring_entries 2.
+    let want: Vec<u8> = [0u32, 1, 1, 2]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    for (layout, at) in [(IoRingsLayout::Packed, 16u64), (IoRingsLayout::Padded, 256)] {
+        let got: Vec<u8> = (at..at + 16).map(|o| ring(layout, o)).collect();
+        assert_eq!(got, want);
+        assert!((0..4096)
+            .filter(|o| !(at..at + 16).contains(o))
+            .all(|o| ring(layout, o) == 0));
+    }
+    assert!((0..4096)
+        .all(|o| io_uring_byte(RegionKind::IoUringSqes, IoRingsLayout::Padded, o) == Some(0)));
+    assert_eq!(
+        pvmtest::model::Rules::for_version((6, 1, 176)).io_rings,
+        IoRingsLayout::Padded
+    );
+    assert_eq!(
+        pvmtest::model::Rules::for_version((6, 12, 0)).io_rings,
+        IoRingsLayout::Packed
+    );
+}
+
+/// What an io_uring region may be: a `child` target's, `rw`, unfilled, one page, once per kind,
+/// native only, declared `features: [io_uring]`.
+#[test]
+fn io_uring_regions_are_validated() {
+    let ok = "description: t\nrequires:\n  features: [io_uring]\ntarget:\n  regions: [{name: r, pages: 1, kind: io_uring_sqes}]\ncaller:\n  regions: [{name: b, pages: 1}]\ncall:\n  syscall: readv\n";
+    assert!(load_str("t.yaml", "t", ok).is_ok());
+    for (from, to, what) in [
+        ("  features: [io_uring]\n", "  features: []\n", "io_uring"),
+        ("pages: 1, kind", "pages: 2, kind", "one page"),
+        (
+            "kind: io_uring_sqes}",
+            "kind: io_uring_sqes, prot: ro}",
+            "rw",
+        ),
+        (
+            "kind: io_uring_sqes}]",
+            "kind: io_uring_sqes}, {name: s, pages: 1, kind: io_uring_sqes}]",
+            "at most one",
+        ),
+        ("target:\n", "target:\n  kind: self\n", "child"),
+        (
+            "  syscall: readv\n",
+            "  syscall: readv\n  entry: compat\n",
+            "native",
+        ),
+    ] {
+        let y = ok.replace(from, to);
+        assert_ne!(y, ok, "{from}");
+        let e = load_str("t.yaml", "t", &y).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
+
+/// The target's `[uprobes]` area (docs/SEMANTICS.md, "12a''''''"): VM_IO, so every pin of it
+/// fails; it is the target's own, named only in call.remote of a `child` target, and absent
+/// from plans that do not name it.
+#[test]
+fn uprobes_area_refuses_pins_and_is_the_targets_own() {
+    let case = |target: &str, call: &str| {
+        format!("description: t\nrequires:\n  root: true\n  features: [uprobes]\ntarget:\n{target}  regions: [{{name: data, pages: 1}}]\ncaller:\n  regions: [{{name: buf, pages: 2}}]\ncall:\n{call}")
+    };
+    for v in [(5, 10, 223), (6, 1, 176), (6, 12, 117), (7, 2, 13)] {
+        let p = model_on(v, &case("", "  syscall: readv\n  local: [{base: buf, len: page}]\n  remote: [{base: uprobes, len: page}]\n"), |_| {});
+        assert_err(&p, libc::EFAULT, "remote_fault");
+        let p = model_on(v, &case("", "  syscall: writev\n  local: [{base: buf, len: 2*page}]\n  remote: [{base: data, len: page}, {base: uprobes+100, len: 10}]\n"), |_| {});
+        assert_ok(&p, 4096, "remote_fault");
+    }
+    for (target, call) in [
+        ("", "  syscall: readv\n  local: [{base: uprobes, len: 1}]\n  remote: [{base: data, len: 1}]\n"),
+        ("  kind: self\n", "  syscall: readv\n  local: [{base: buf, len: 1}]\n  remote: [{base: uprobes, len: 1}]\n"),
+    ] {
+        let e = load_str("t.yaml", "t", &case(target, call)).unwrap_err();
+        assert!(e.to_string().contains("[uprobes]"), "{e}");
+    }
+    // A plan that does not name it has no [uprobes] region, even where the harness can make
+    // one: an address there is unmapped as before.
+    let y = case(
+        "",
+        "  syscall: readv\n  local: [{base: buf, len: 1}]\n  remote: [{base: data, len: 1}]\n",
+    );
+    let plan = load_str("t.yaml", "t", &y).unwrap();
+    let facts = Facts::example((6, 12, 0));
+    assert!(facts.uprobes);
+    assert!(plan
+        .bind(&facts)
+        .special_regions
+        .iter()
+        .all(|r| r.kind != pvmtest::case::RegionKind::Uprobes));
+}

@@ -259,3 +259,21 @@ fn aio_ring_only_in_exit_races() {
     .unwrap_err();
     assert!(e.to_string().contains("aio_ring"), "{e}");
 }
+
+/// The race executor's target makes no `[uprobes]` area, so a race may not name it.
+#[test]
+fn uprobes_not_in_races() {
+    let y = case(
+        "    - {name: data, pages: 4}\n",
+        "readv",
+        "{base: uprobes, len: page}",
+        "  action: exit\n",
+    )
+    .replacen(
+        "description: t\n",
+        "description: t\nrequires:\n  root: true\n  features: [uprobes]\n",
+        1,
+    );
+    let e = load_str("t.yaml", "race/t", &y).unwrap_err();
+    assert!(e.to_string().contains("[uprobes]"), "{e}");
+}

@@ -1187,6 +1187,11 @@ mod tests {
             "vdso",
             "vvar",
             "vvar_vclock",
+            "userns",
+            "aio",
+            "io_uring",
+            "pkeys",
+            "uprobes",
         ] {
             assert!(
                 f.iter().any(|x| x.name == name),

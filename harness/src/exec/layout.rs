@@ -82,8 +82,10 @@ pub fn drop_inherited_plan_mappings() {
 
 /// Maps `regions` (holes stay unmapped); `fds[i]` is the file for file-backed region `i`.
 pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'static str)> {
+    // First, while the window below them is still empty of the plan's own mappings.
+    io_uring_build(regions)?;
     for (i, r) in regions.iter().enumerate() {
-        if r.is_hole() {
+        if r.is_hole() || r.is_io_uring() {
             continue;
         }
         if r.kind == RegionKind::AioRing {
@@ -122,9 +124,13 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
             // lists them as regions).
             RegionKind::Hole
             | RegionKind::AioRing
+            | RegionKind::IoUringSqRing
+            | RegionKind::IoUringCqRing
+            | RegionKind::IoUringSqes
             | RegionKind::Vdso
             | RegionKind::Vvar
-            | RegionKind::VvarVclock => {
+            | RegionKind::VvarVclock
+            | RegionKind::Uprobes => {
                 unreachable!()
             }
         };
@@ -195,6 +201,73 @@ pub fn build(regions: &[Region], fds: &[Option<RawFd>]) -> Result<(), (i32, &'st
         }
     }
     Ok(())
+}
+
+/// The bottom of the x86-64 `MAP_32BIT` window (arch/x86/kernel/sys_x86_64.c
+/// `find_start_end`: `0x40000000`, moved up by at most `0x02000000` under PF_RANDOMIZE).
+pub const MAP_32BIT_LOW: u64 = 0x4000_0000;
+
+/// Maps the io_uring regions (address order) of one instance the target creates. The kernel
+/// refuses a chosen address for them (`io_uring_get_unmapped_area`: `if (addr) return
+/// -EINVAL`, read in 6.1.176, 6.12.107 and 7.2.13), so each is steered: everything free below its planned start
+/// in the `MAP_32BIT` window is covered with a PROT_NONE filler, and a hint-less MAP_32BIT
+/// mmap, which takes the lowest free range of the window (bottom-up `vm_unmapped_area`),
+/// lands exactly there. The fillers go again afterwards. An instance whose mapping lands
+/// elsewhere is a setup failure.
+fn io_uring_build(regions: &[Region]) -> Result<(), (i32, &'static str)> {
+    if !regions.iter().any(|r| r.is_io_uring()) {
+        return Ok(());
+    }
+    let fd = crate::sys::io_uring_setup1()?;
+    // At most three io_uring regions, so at most three fillers.
+    let mut fillers = [(0u64, 0u64); 3];
+    let mut n = 0;
+    let mut low = MAP_32BIT_LOW;
+    let mut result = Ok(());
+    for r in regions.iter().filter(|r| r.is_io_uring()) {
+        if r.start > low && n < fillers.len() {
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping (EEXIST instead).
+            let p = unsafe {
+                libc::mmap(
+                    low as *mut libc::c_void,
+                    (r.start - low) as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE
+                        | libc::MAP_ANONYMOUS
+                        | libc::MAP_NORESERVE
+                        | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED || p as u64 != low {
+                result = Err((errno(), "mmap(io_uring filler below the ring)"));
+                break;
+            }
+            fillers[n] = (low, r.start - low);
+            n += 1;
+        }
+        let off = r.kind.io_uring_offset().unwrap_or(0);
+        match crate::sys::mmap_shared_32bit(fd, r.len, off) {
+            Ok(at) if at == r.start => {}
+            Ok(_) => {
+                result = Err((libc::EADDRNOTAVAIL, "mmap(io_uring) landed off its place"));
+                break;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        low = r.end();
+    }
+    for &(start, len) in &fillers[..n] {
+        // SAFETY: unmaps only the fillers made above.
+        unsafe { libc::munmap(start as *mut libc::c_void, len as usize) };
+    }
+    // SAFETY: the mappings hold the instance's file; the descriptor is no longer needed.
+    unsafe { libc::close(fd) };
+    result
 }
 
 /// A caller's memory as every caller builds it: the plan mappings inherited from the harness

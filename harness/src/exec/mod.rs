@@ -465,6 +465,14 @@ fn target_main(plan: &Plan, fds: &[Option<RawFd>], ctx: &ServeCtx<'_>, inject: I
     let setup = || -> Result<(), (i32, &'static str)> {
         layout::drop_inherited_plan_mappings();
         layout::build(&plan.target_regions, fds)?;
+        if let Some(x) = plan
+            .special_regions
+            .iter()
+            .find(|r| r.kind == crate::case::RegionKind::Uprobes)
+            .filter(|_| plan.specials.contains(&crate::plan::Special::Uprobes))
+        {
+            crate::sys::make_xol_area(x.start)?;
+        }
         if let Some(c) = &plan.target_creds {
             crate::sys::creds::apply(c)?;
         }

@@ -430,6 +430,189 @@ pub fn aio_ring_at(start: u64, len: u64) -> Result<(), (i32, &'static str)> {
     Ok(())
 }
 
+/// `io_uring_setup(1, &params)`: a one-entry io_uring instance (one SQE, two CQEs); its
+/// descriptor. Async-signal-safe.
+pub fn io_uring_setup1() -> Result<i32, (i32, &'static str)> {
+    // struct io_uring_params: 120 bytes, all input fields zero (no flags).
+    let mut params = [0u32; 30];
+    // SAFETY: the kernel writes at most sizeof(struct io_uring_params) = 120 bytes into it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            1usize,
+            params.as_mut_ptr() as *mut libc::c_void,
+        )
+    };
+    if fd < 0 {
+        return Err((nix::errno::Errno::last_raw(), "io_uring_setup"));
+    }
+    Ok(fd as i32)
+}
+
+/// Whether io_uring_setup(2) works: a one-entry instance, closed again.
+pub fn io_uring_available() -> bool {
+    match io_uring_setup1() {
+        Ok(fd) => {
+            // SAFETY: closes the descriptor just made.
+            unsafe { libc::close(fd) };
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_32BIT|MAP_POPULATE, fd, off)`: a
+/// mapping the kernel places in the x86-64 `MAP_32BIT` window, lowest free address first
+/// (arch_get_unmapped_area_topdown sends MAP_32BIT to the bottom-up search). Async-signal-safe.
+pub fn mmap_shared_32bit(fd: i32, len: u64, off: u64) -> Result<u64, (i32, &'static str)> {
+    // SAFETY: no address is given, so the kernel picks a free range; nothing is replaced.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_32BIT | libc::MAP_POPULATE,
+            fd,
+            off as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err((nix::errno::Errno::last_raw(), "mmap(io_uring)"));
+    }
+    Ok(p as u64)
+}
+
+/// What a target needs to make its `[uprobes]` area: the `uprobe` perf PMU's type, and the
+/// file and offset of [`xol_trigger`], whose first instruction (`mov rax, rdi`) x86 uprobes
+/// single-step out of line (they emulate only branches, `push` and, later, `nop`s).
+#[derive(Debug)]
+pub struct XolProbe {
+    pmu_type: u32,
+    path: std::ffi::CString,
+    offset: u64,
+}
+
+static XOL_PROBE: std::sync::OnceLock<Option<XolProbe>> = std::sync::OnceLock::new();
+
+std::arch::global_asm!(
+    ".pushsection .text.pvmtest_xol_trigger,\"ax\",@progbits",
+    ".globl pvmtest_xol_trigger",
+    ".p2align 4",
+    "pvmtest_xol_trigger:",
+    "mov rax, rdi",
+    "ret",
+    ".popsection",
+);
+
+extern "C" {
+    fn pvmtest_xol_trigger(x: u64) -> u64;
+}
+
+/// The probe (computed once, before any fork: it reads sysfs and /proc/self/maps), or `None`
+/// without the `uprobe` PMU (CONFIG_UPROBE_EVENTS) or when the trigger's file is unknown.
+pub fn xol_probe() -> Option<&'static XolProbe> {
+    XOL_PROBE
+        .get_or_init(|| {
+            let pmu_type = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let addr = pvmtest_xol_trigger as *const () as usize as u64;
+            let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+            maps.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                let (lo, hi) = w.next()?.split_once('-')?;
+                let (lo, hi) = (
+                    u64::from_str_radix(lo, 16).ok()?,
+                    u64::from_str_radix(hi, 16).ok()?,
+                );
+                let _perms = w.next()?;
+                let off = u64::from_str_radix(w.next()?, 16).ok()?;
+                let (_dev, _inode) = (w.next()?, w.next()?);
+                let path: Vec<&str> = w.collect();
+                let path = path.join(" ");
+                if !(lo..hi).contains(&addr)
+                    || !path.starts_with('/')
+                    || path.ends_with("(deleted)")
+                {
+                    return None;
+                }
+                Some(XolProbe {
+                    pmu_type,
+                    path: std::ffi::CString::new(path).ok()?,
+                    offset: off + (addr - lo),
+                })
+            })
+        })
+        .as_ref()
+}
+
+/// In a forked target: makes this process's `[uprobes]` area and checks it is at `at`. Opens
+/// a `uprobe` perf event on [`xol_trigger`] for this process only (pid 0), calls it (the
+/// breakpoint traps, and the single-step out of line maps the area: kernel/events/uprobes.c
+/// `xol_add_vma`), and closes the event (the area stays until the mm goes). The probe must
+/// have been prepared before the fork ([`xol_probe`]). Async-signal-safe.
+pub fn make_xol_area(at: u64) -> Result<(), (i32, &'static str)> {
+    let Some(Some(p)) = XOL_PROBE.get() else {
+        return Err((
+            libc::ENOSYS,
+            "uprobe perf PMU (not prepared before the fork)",
+        ));
+    };
+    // struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1, 72 bytes): type and size,
+    // then config (0: not a return probe), ..., config1 = uprobe_path, config2 =
+    // probe_offset; flags 0: enabled at once.
+    let mut attr = [0u64; 9];
+    attr[0] = p.pmu_type as u64 | (72u64 << 32);
+    attr[7] = p.path.as_ptr() as u64;
+    attr[8] = p.offset;
+    const PERF_FLAG_FD_CLOEXEC: usize = 8;
+    // SAFETY: the attr and the path it points to outlive the call; the event is this
+    // process's own (pid 0, any CPU).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            0usize,
+            -1isize,
+            -1isize,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err((nix::errno::Errno::last_raw(), "perf_event_open(uprobe)"));
+    }
+    // SAFETY: the trigger reads a register and returns; the probe only traps it.
+    std::hint::black_box(unsafe { pvmtest_xol_trigger(std::hint::black_box(1)) });
+    // SAFETY: closes the event just opened.
+    unsafe { libc::close(fd as i32) };
+    // Something must now be at `at`: a PROT_NONE probe mapping there fails with EEXIST.
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping; a success is unmapped again.
+    let q = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if q != libc::MAP_FAILED {
+        // SAFETY: the mapping just made.
+        unsafe { libc::munmap(q, 4096) };
+        return Err((libc::ENOENT, "no [uprobes] area at TASK_SIZE - PAGE_SIZE"));
+    }
+    if nix::errno::Errno::last_raw() != libc::EEXIST {
+        return Err((
+            nix::errno::Errno::last_raw(),
+            "mmap probe of the [uprobes] area",
+        ));
+    }
+    Ok(())
+}
+
 /// `pkey_alloc(0, rights)`: a new protection key whose rights this thread's PKRU gets.
 pub fn pkey_alloc(rights: u32) -> Result<i32, (i32, &'static str)> {
     // SAFETY: integer arguments only.
