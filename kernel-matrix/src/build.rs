@@ -1105,7 +1105,14 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
     let image = image_dir.join("bzImage");
     let release_file = image_dir.join("release");
     // With --out the user asked for that directory to be built, so make always runs there.
-    if req.out.is_none() && state.built.get(&set) == Some(&state.source) && image.is_file() {
+    // A coverage build always runs make too: gcov reads the counters against the `.gcno`
+    // files in obj/, which must be those of the image that boots, and obj/ may hold another
+    // patch set's objects (make, incremental, puts them back).
+    if req.out.is_none()
+        && !req.gcov
+        && state.built.get(&set) == Some(&state.source)
+        && image.is_file()
+    {
         // Nothing changed since this patch set was built: the source, the patches and the
         // configuration are those of the image already there.
         say("kernel-matrix: up to date (nothing changed since this image was built)");
