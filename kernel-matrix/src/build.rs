@@ -23,6 +23,10 @@
 //! fragment), then `make olddefconfig`; every symbol asked for must be one the tree's Kconfig
 //! defines and must keep its value, or the build stops before compiling. `config/features.txt`
 //! maps the catalogue's features to symbols, to say which cases will skip.
+//!
+//! A coverage build (`BuildRequest::gcov`, for `kernel-matrix coverage`) adds
+//! [`GCOV_CONFIG`] and instruments [`GCOV_OBJECTS`] through private copies of their
+//! directories' Makefiles; the configuration stamp includes both, so it gets its own key.
 
 use crate::cache::{self, Cache};
 use crate::{Error, Result};
