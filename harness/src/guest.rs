@@ -11,6 +11,10 @@
 //! - ttyS2: the program's stderr in exec mode;
 //! - ttyS3: control — one `@@PVMTEST exit N` line when the task is over.
 //!
+//! When the config asks for it (`gcov`, for `kernel-matrix coverage`), PID 1 sends the
+//! kernel's gcov counters on the data port after the worker is gone and before `exit`: one
+//! `@@PVMTEST gcov LEN HEX PATH` line per `.gcda` file under debugfs's `gcov/`.
+//!
 //! Facts are read inside the guest like anywhere else ([`Facts::detect`]); nothing about
 //! Debian's configuration is assumed.
 
@@ -36,6 +40,9 @@ pub struct GuestConfig {
     /// run; 0 leaves the kernel's setting alone.
     #[serde(default)]
     pub hugepages: u64,
+    /// Send the kernel's gcov counters (`.gcda` files) on the data port before `exit`.
+    #[serde(default)]
+    pub gcov: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +69,13 @@ pub enum Line {
     Result(serde_json::Value),
     /// Cases loaded, so the host can size a progress bar.
     Total(usize),
+    /// One `.gcda` file: its path in the guest's debugfs and its bytes. On the wire the
+    /// length comes first and the line is refused unless the hex has exactly that many
+    /// bytes, so a truncated or garbled line is a missing file, never a wrong one.
+    Gcov {
+        path: String,
+        data: Vec<u8>,
+    },
     /// On the control port: /init is running and set up (the end of "boot").
     Up,
     Exit(i32),
@@ -73,6 +87,10 @@ impl Line {
             Line::Facts(v) => format!("{TAG} facts {v}\n"),
             Line::Result(v) => format!("{TAG} result {v}\n"),
             Line::Total(n) => format!("{TAG} total {n}\n"),
+            Line::Gcov { path, data } => {
+                let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{TAG} gcov {} {hex} {path}\n", data.len())
+            }
             Line::Up => format!("{TAG} up\n"),
             Line::Exit(c) => format!("{TAG} exit {c}\n"),
         }
@@ -91,9 +109,27 @@ impl Line {
             "result" => serde_json::from_str(body).ok().map(Line::Result),
             "total" => body.trim().parse().ok().map(Line::Total),
             "exit" => body.trim().parse().ok().map(Line::Exit),
+            "gcov" => parse_gcov(body),
             _ => None,
         }
     }
+}
+
+fn parse_gcov(body: &str) -> Option<Line> {
+    let mut it = body.splitn(3, ' ');
+    let len: usize = it.next()?.parse().ok()?;
+    let hex = it.next()?;
+    let path = it.next()?;
+    if hex.len() != 2 * len || path.is_empty() {
+        return None;
+    }
+    let data = (0..len)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(Line::Gcov {
+        path: path.to_string(),
+        data,
+    })
 }
 
 /// True when this process is the first one a kernel started from an initramfs.
@@ -109,9 +145,11 @@ pub fn init_main() -> ! {
             let _ = ctl.flush();
         }
     };
+    let mut gcov = false;
     let code = match setup() {
         Ok(cfg) => {
             control(Line::Up);
+            gcov = cfg.gcov;
             supervise(cfg)
         }
         Err(e) => {
@@ -119,8 +157,8 @@ pub fn init_main() -> ! {
             125
         }
     };
-    if gcov_requested() {
-        dump_gcov();
+    if gcov {
+        send_gcov();
     }
     control(Line::Exit(code));
     nix::unistd::sync();
@@ -141,19 +179,11 @@ pub fn init_main() -> ! {
     }
 }
 
-/// TEMPORARY (issue 11 item 5 groundwork, docs/COVERAGE.md): `pvmtest.gcov=1` on the kernel
-/// command line asks PID 1 to copy the kernel's gcov counters out before power-off. The real
-/// `kernel-matrix coverage` will need a proper channel; this one reuses the console.
-fn gcov_requested() -> bool {
-    std::fs::read_to_string("/proc/cmdline")
-        .is_ok_and(|c| c.split_whitespace().any(|w| w == "pvmtest.gcov=1"))
-}
-
-/// Writes every `.gcda` under debugfs's `gcov/` to the console (ttyS0), hex-encoded in
-/// 64-byte lines: `@@GCOV begin PATH LEN`, `@@GCOV data HEX`..., `@@GCOV end PATH`.
-/// Short lines, so a stray printk can only spoil a line, and the host-side decoder
-/// checks LEN. The `.gcno` entries there are symlinks into the build tree: skipped.
-fn dump_gcov() {
+/// Sends every `.gcda` under debugfs's `gcov/` on the data port, one [`Line::Gcov`] each,
+/// and waits until the port has transmitted them (power-off follows). The `.gcno` entries
+/// there are symlinks into the build tree: skipped. A file that cannot be read is said on
+/// the console; the host then names the object whose counters are missing.
+fn send_gcov() {
     use nix::mount::{mount, MsFlags};
     let _ = mount(
         Some("debugfs"),
@@ -162,13 +192,17 @@ fn dump_gcov() {
         MsFlags::empty(),
         None::<&str>,
     );
-    let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") else {
+    let Ok(mut out) = std::fs::OpenOptions::new().write(true).open("/dev/ttyS1") else {
+        console("pvmtest guest: gcov: cannot open /dev/ttyS1");
         return;
     };
     let mut stack = vec![PathBuf::from("/sys/kernel/debug/gcov")];
     while let Some(dir) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&dir) else {
-            let _ = writeln!(c, "@@GCOV error {}: cannot read", dir.display());
+            console(&format!(
+                "pvmtest guest: gcov: cannot read {}",
+                dir.display()
+            ));
             continue;
         };
         for e in rd.flatten() {
@@ -177,20 +211,21 @@ fn dump_gcov() {
             if ft.is_dir() {
                 stack.push(p);
             } else if ft.is_file() && p.extension().is_some_and(|x| x == "gcda") {
-                let Ok(bytes) = std::fs::read(&p) else {
-                    let _ = writeln!(c, "@@GCOV error {}: cannot read", p.display());
-                    continue;
-                };
-                let _ = writeln!(c, "@@GCOV begin {} {}", p.display(), bytes.len());
-                for chunk in bytes.chunks(64) {
-                    let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
-                    let _ = writeln!(c, "@@GCOV data {hex}");
+                match std::fs::read(&p) {
+                    Ok(data) => {
+                        let l = Line::Gcov {
+                            path: p.display().to_string(),
+                            data,
+                        };
+                        let _ = out.write_all(l.render().as_bytes());
+                    }
+                    Err(e) => console(&format!("pvmtest guest: gcov: {}: {e}", p.display())),
                 }
-                let _ = writeln!(c, "@@GCOV end {}", p.display());
             }
         }
     }
-    let _ = c.flush();
+    let _ = out.flush();
+    let _ = nix::sys::termios::tcdrain(&out);
 }
 
 fn console(msg: &str) {
@@ -396,6 +431,32 @@ mod tests {
         assert_eq!(Line::parse("[    1.0] random console noise"), None);
         assert_eq!(Line::parse("@@PVMTEST exit x"), None);
         assert_eq!(Line::parse("@@PVMTESTexit 1"), None);
+    }
+
+    /// A `.gcda` crosses intact, path spaces and all; a line whose hex does not have the
+    /// announced length (truncated, garbled, odd digit) is no file at all.
+    #[test]
+    fn gcov_lines_carry_exact_bytes() {
+        let data: Vec<u8> = (0..=255u8).chain([0, 10, 13]).collect();
+        let l = Line::Gcov {
+            path: "/sys/kernel/debug/gcov/a b/mm/gup.gcda".into(),
+            data: data.clone(),
+        };
+        let wire = l.render();
+        assert!(wire.starts_with("@@PVMTEST gcov 259 0001"), "{wire}");
+        assert_eq!(wire.matches('\n').count(), 1);
+        assert_eq!(Line::parse(&wire), Some(l));
+        for bad in [
+            "@@PVMTEST gcov 3 0a0b /p",
+            "@@PVMTEST gcov 2 0a0b0c /p",
+            "@@PVMTEST gcov 2 0a0g /p",
+            "@@PVMTEST gcov 2 0a0b",
+            "@@PVMTEST gcov x 0a0b /p",
+        ] {
+            assert_eq!(Line::parse(bad), None, "{bad}");
+        }
+        let noisy = "@@PVMTEST gcov 2 0a[ 3.1] printk0b /p";
+        assert_eq!(Line::parse(noisy), None);
     }
 
     #[test]

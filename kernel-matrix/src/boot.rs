@@ -245,6 +245,13 @@ pub fn run(cfg: &VmConfig, on_line: &mut dyn FnMut(&Line)) -> Result<VmOutcome> 
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // The guest writes the data port before `exit`, but this loop may have read
+            // the data file just before those last lines landed.
+            for l in data.lines() {
+                if let Some(line) = Line::parse(&l) {
+                    on_line(&line);
+                }
+            }
             break;
         }
         if let Ok(Some(s)) = q.child.try_wait() {

@@ -23,6 +23,10 @@
 //! fragment), then `make olddefconfig`; every symbol asked for must be one the tree's Kconfig
 //! defines and must keep its value, or the build stops before compiling. `config/features.txt`
 //! maps the catalogue's features to symbols, to say which cases will skip.
+//!
+//! A coverage build (`BuildRequest::gcov`, for `kernel-matrix coverage`) adds
+//! [`GCOV_CONFIG`] and instruments [`GCOV_OBJECTS`] through private copies of their
+//! directories' Makefiles; the configuration stamp includes both, so it gets its own key.
 
 use crate::cache::{self, Cache};
 use crate::{Error, Result};
@@ -69,6 +73,11 @@ pub struct BuildRequest {
     pub config: ConfigChoice,
     pub out: Option<PathBuf>,
     pub jobs: usize,
+    /// A coverage build (`kernel-matrix coverage`): [`GCOV_CONFIG`] on top of the
+    /// configuration and [`GCOV_OBJECTS`] instrumented, in a build directory of its own.
+    pub gcov: bool,
+    /// Niceness added to make's (0: as this process).
+    pub nice: i32,
 }
 
 /// A finished build.
@@ -80,6 +89,8 @@ pub struct Built {
     pub release: String,
     pub log: PathBuf,
     pub obj: PathBuf,
+    /// The scratch source tree make ran in (the `.gcno` files name sources under it).
+    pub src: PathBuf,
     /// The patch files' names, for naming the kernel in a comparison.
     pub patch_names: Vec<String>,
     /// Whether make had anything to do.
@@ -662,8 +673,21 @@ pub fn prepare_scratch(
     tree: &KernelTree,
     scratch: &Path,
     patches: &[Patch],
+    state: State,
+    state_path: &Path,
+) -> Result<State> {
+    prepare_scratch_owning(tree, scratch, patches, state, state_path, &[])
+}
+
+/// [`prepare_scratch`], leaving the files `own` (relative paths) to the caller: a plain
+/// tree's farm never relinks them to the user's files.
+pub fn prepare_scratch_owning(
+    tree: &KernelTree,
+    scratch: &Path,
+    patches: &[Patch],
     mut state: State,
     state_path: &Path,
+    own: &[&str],
 ) -> Result<State> {
     let want: Vec<String> = patches.iter().map(|p| p.sha256.clone()).collect();
     if tree.git {
@@ -718,6 +742,7 @@ pub fn prepare_scratch(
         // A plain tree: relink whatever the user replaced, then restore what earlier
         // patches touched and what these will touch, as private copies.
         let mut private: HashSet<String> = state.touched.iter().cloned().collect();
+        private.extend(own.iter().map(|s| s.to_string()));
         let same = state.patches.as_ref() == Some(&want);
         if !same {
             private.extend(patches.iter().flat_map(|p| p.files.iter().cloned()));
@@ -774,7 +799,7 @@ pub fn check_tools() -> Result<()> {
 
 /// Runs `make -C src O=obj ARGS` with its output appended to `log`, showing progress on a
 /// terminal. A failure is one line naming the log.
-fn make(src: &Path, obj: &Path, args: &[String], log: &Path, what: &str) -> Result<()> {
+fn make(src: &Path, obj: &Path, args: &[String], log: &Path, what: &str, nice: i32) -> Result<()> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -792,6 +817,16 @@ fn make(src: &Path, obj: &Path, args: &[String], log: &Path, what: &str) -> Resu
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(err_file);
+    if nice != 0 {
+        // SAFETY: nice(2) is async-signal-safe and touches no memory of the parent. A
+        // failure leaves make at this process's priority, which only costs speed.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                libc::nice(nice);
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| {
         Error::new(format!(
             "cannot run make: {e} (apt-get install gcc make flex bison bc libelf-dev cpio)"
@@ -926,6 +961,13 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         settings.extend(parse_fragment(&text, &p.display().to_string())?);
         config_stamp.push_str(&text);
     }
+    if req.gcov {
+        settings.extend(parse_fragment(GCOV_CONFIG, "the coverage settings")?);
+        config_stamp.push_str(GCOV_CONFIG);
+        for (mk, block) in gcov_makefiles() {
+            config_stamp.push_str(&format!("{mk}:{block}"));
+        }
+    }
     let patches = req
         .patches
         .iter()
@@ -961,7 +1003,12 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         format!("{}\n{config_stamp}", tree.root.display()),
     );
     let state = read_state(&state_path);
-    let mut state = prepare_scratch(&tree, &scratch, &patches, state, &state_path)?;
+    let gcov_mk = if req.gcov { gcov_makefiles() } else { vec![] };
+    let own: Vec<&str> = gcov_mk.iter().map(|(m, _)| *m).collect();
+    let mut state = prepare_scratch_owning(&tree, &scratch, &patches, state, &state_path, &own)?;
+    for (mk, block) in &gcov_mk {
+        instrument_makefile(&tree.root, &scratch, mk, block)?;
+    }
 
     let known = kconfig_symbols(&scratch);
     check_symbols(&settings, &known, &req.src)?;
@@ -1011,6 +1058,7 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
             &["tinyconfig".into()],
             &log,
             "make tinyconfig",
+            req.nice,
         )?;
         let mut text = std::fs::read_to_string(&dotconfig)
             .map_err(|e| Error::new(format!("{}: {e}", dotconfig.display())))?;
@@ -1033,6 +1081,7 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
             &["olddefconfig".into()],
             &log,
             "make olddefconfig",
+            req.nice,
         )?;
         state.config = stamp;
         write_state(&state_path, &state)?;
@@ -1060,7 +1109,14 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
     let image = image_dir.join("bzImage");
     let release_file = image_dir.join("release");
     // With --out the user asked for that directory to be built, so make always runs there.
-    if req.out.is_none() && state.built.get(&set) == Some(&state.source) && image.is_file() {
+    // A coverage build always runs make too: gcov reads the counters against the `.gcno`
+    // files in obj/, which must be those of the image that boots, and obj/ may hold another
+    // patch set's objects (make, incremental, puts them back).
+    if req.out.is_none()
+        && !req.gcov
+        && state.built.get(&set) == Some(&state.source)
+        && image.is_file()
+    {
         // Nothing changed since this patch set was built: the source, the patches and the
         // configuration are those of the image already there.
         say("kernel-matrix: up to date (nothing changed since this image was built)");
@@ -1071,6 +1127,7 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
                 .unwrap_or_default(),
             log,
             obj,
+            src: scratch,
             patch_names: patch_names(&patches),
             seconds: 0.0,
         });
@@ -1083,6 +1140,7 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         &[format!("-j{jobs}"), "bzImage".into()],
         &log,
         "make bzImage",
+        req.nice,
     )?;
     let seconds = start.elapsed().as_secs_f64();
     let release = std::fs::read_to_string(obj.join("include/config/kernel.release"))
@@ -1104,9 +1162,75 @@ pub fn build(req: &BuildRequest, cache: &Cache, cases: &Path, say: Say) -> Resul
         release,
         log,
         obj,
+        src: scratch,
         patch_names: patch_names(&patches),
         seconds,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coverage builds
+
+/// What a coverage build adds to the configuration: gcov's debugfs interface
+/// (kernel/gcov/Kconfig: GCOV_KERNEL depends on DEBUG_FS and selects CONSTRUCTORS).
+/// `CONFIG_GCOV_PROFILE_ALL` stays off: only [`GCOV_OBJECTS`] are instrumented.
+pub const GCOV_CONFIG: &str = "CONFIG_DEBUG_FS=y\nCONFIG_GCOV_KERNEL=y\nCONFIG_CONSTRUCTORS=y\n";
+
+/// The objects on process_vm_readv/writev's path that a coverage build instruments, as
+/// paths relative to the tree (and to the O= directory).
+pub const GCOV_OBJECTS: [&str; 6] = [
+    "mm/process_vm_access.o",
+    "mm/gup.o",
+    "lib/iov_iter.o",
+    "kernel/ptrace.o",
+    "kernel/fork.o",
+    "security/yama/yama_lsm.o",
+];
+
+/// The first line of what [`instrument_makefile`] appends.
+const GCOV_MARK: &str = "# kernel-matrix coverage: instrumented objects";
+
+/// Each subdirectory Makefile and the block that instruments its objects:
+/// `GCOV_PROFILE_<obj>.o := y` is a kbuild variable only the object's own directory's
+/// Makefile can set (scripts/Makefile.lib, `_c_flags += $(CFLAGS_GCOV)`).
+pub fn gcov_makefiles() -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for o in GCOV_OBJECTS {
+        let (dir, file) = o.rsplit_once('/').unwrap_or(("", o));
+        let mk: &'static str = match dir {
+            "mm" => "mm/Makefile",
+            "lib" => "lib/Makefile",
+            "kernel" => "kernel/Makefile",
+            _ => "security/yama/Makefile",
+        };
+        let line = format!("GCOV_PROFILE_{file} := y\n");
+        match out.iter_mut().find(|(m, _)| *m == mk) {
+            Some((_, b)) => b.push_str(&line),
+            None => out.push((mk, format!("\n{GCOV_MARK}\n{line}"))),
+        }
+    }
+    out
+}
+
+/// Appends `block` to the scratch tree's `rel` unless it is there already. The file is
+/// written as a new file (remove, then create), so a hard link to the user's Makefile is
+/// broken, never written through.
+pub fn instrument_makefile(src: &Path, scratch: &Path, rel: &str, block: &str) -> Result<()> {
+    let dst = scratch.join(rel);
+    let current = std::fs::read_to_string(&dst)
+        .or_else(|_| std::fs::read_to_string(src.join(rel)))
+        .map_err(|e| {
+            Error::new(format!(
+                "{}: {e} (a coverage build needs the tree's {rel})",
+                src.join(rel).display()
+            ))
+        })?;
+    if current.contains(GCOV_MARK) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&dst);
+    std::fs::write(&dst, format!("{current}{block}"))
+        .map_err(|e| Error::new(format!("cannot write {}: {e}", dst.display())))
 }
 
 /// images/<set>: `base`, or a hash of the patches in order.
@@ -1465,6 +1589,70 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&f).unwrap(),
             "a\nif (flags != 0)\nc\n"
+        );
+    }
+
+    /// The four Makefiles get one block each, naming every instrumented object, written as
+    /// new files: the user's file (a hard link in the farm) keeps its inode and its text,
+    /// and a second run neither appends again nor relinks the file.
+    #[test]
+    fn coverage_makefiles_are_private_copies() {
+        use std::os::unix::fs::MetadataExt;
+        let mk = gcov_makefiles();
+        let names: Vec<&str> = mk.iter().map(|(m, _)| *m).collect();
+        assert_eq!(
+            names,
+            [
+                "mm/Makefile",
+                "lib/Makefile",
+                "kernel/Makefile",
+                "security/yama/Makefile"
+            ]
+        );
+        assert!(mk[0]
+            .1
+            .contains("GCOV_PROFILE_process_vm_access.o := y\nGCOV_PROFILE_gup.o := y\n"));
+        assert!(mk[2]
+            .1
+            .contains("GCOV_PROFILE_ptrace.o := y\nGCOV_PROFILE_fork.o := y\n"));
+        assert!(mk[3].1.contains("GCOV_PROFILE_yama_lsm.o := y"));
+        let d = tempfile::tempdir().unwrap();
+        let (src, scratch) = (d.path().join("src"), d.path().join("scratch"));
+        for (m, _) in &mk {
+            std::fs::create_dir_all(src.join(m).parent().unwrap()).unwrap();
+            std::fs::write(src.join(m), "obj-y += x.o\n").unwrap();
+        }
+        let own: HashSet<String> = names.iter().map(|s| s.to_string()).collect();
+        sync_farm(&src, &scratch, &HashSet::new()).unwrap();
+        let ino = std::fs::metadata(src.join("mm/Makefile")).unwrap().ino();
+        assert_eq!(
+            std::fs::metadata(scratch.join("mm/Makefile"))
+                .unwrap()
+                .ino(),
+            ino
+        );
+        for _ in 0..2 {
+            for (m, b) in &mk {
+                instrument_makefile(&src, &scratch, m, b).unwrap();
+            }
+            sync_farm(&src, &scratch, &own).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(src.join("mm/Makefile")).unwrap(),
+            "obj-y += x.o\n"
+        );
+        assert_eq!(
+            std::fs::metadata(src.join("mm/Makefile")).unwrap().ino(),
+            ino
+        );
+        let text = std::fs::read_to_string(scratch.join("mm/Makefile")).unwrap();
+        assert!(text.starts_with("obj-y += x.o\n"), "{text}");
+        assert_eq!(text.matches(GCOV_MARK).count(), 1, "{text}");
+        assert_ne!(
+            std::fs::metadata(scratch.join("mm/Makefile"))
+                .unwrap()
+                .ino(),
+            ino
         );
     }
 }

@@ -1,4 +1,4 @@
-//! `kernel-matrix run | compare | build | exec | fetch | list`.
+//! `kernel-matrix run | compare | build | coverage | exec | fetch | list`.
 //!
 //! Exit status: 0 every kernel ran and every case passed or skipped; 1 a case failed, a
 //! kernel is broken, or (compare) an outcome changed; 2 bad input or infrastructure that
@@ -148,6 +148,31 @@ pub enum Command {
         /// ~/.cache/pvmtest).
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+    },
+    /// Build a kernel source tree with gcov on the syscall path's objects, run the whole
+    /// catalogue in it, and report line and branch coverage per function (terminal table,
+    /// gcovr HTML). docs/COVERAGE.md.
+    Coverage {
+        #[command(flatten)]
+        common: Common,
+        /// A kernel source tree (never written to), as for `build`.
+        src: PathBuf,
+        /// A patch to apply to the scratch copy (repeatable, in order).
+        #[arg(long = "patch", value_name = "FILE")]
+        patch: Vec<PathBuf>,
+        /// The O= build directory (default: in the cache).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Where the HTML report, gcov's JSON and the table go (default: `coverage/` in the
+        /// build's cache directory).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+        /// Only the cases whose name matches GLOB (as `run --filter`; repeatable).
+        #[arg(long, value_name = "GLOB")]
+        filter: Vec<String>,
+        /// make -j (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Run the catalogue on two kernels and print the cases whose outcome changed.
     Compare {
@@ -323,6 +348,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 config,
                 out,
                 jobs: jobs.unwrap_or_else(crate::compare::default_jobs),
+                gcov: false,
+                nice: 0,
             };
             let say = |l: &str| eprintln!("{l}");
             let b = crate::build::build(&req, &cache, &matrix::default_cases(), &say)?;
@@ -407,6 +434,25 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let broken = ks.iter().any(|k| k.status != "ok");
             Ok(if diffs.is_empty() && !broken { 0 } else { 1 })
         }
+        Command::Coverage {
+            common,
+            src,
+            patch,
+            out,
+            report,
+            filter,
+            jobs,
+        } => crate::coverage::command(
+            &common,
+            &crate::coverage::Request {
+                src,
+                patches: patch,
+                out,
+                report,
+                filters: filter,
+                jobs: jobs.unwrap_or_else(crate::compare::default_jobs),
+            },
+        ),
         Command::Exec {
             common,
             kernel,
@@ -618,6 +664,20 @@ pub fn run_selected_checked(
     vms: Option<usize>,
     check: &dyn Fn(&[Prepared]) -> Result<()>,
 ) -> Result<RunResults> {
+    run_selected_full(common, sel, cases, filters, vms, check, false)
+}
+
+/// [`run_selected_checked`]; `gcov`: each guest sends its kernel's gcov counters
+/// ([`KernelResult::gcov`]).
+pub fn run_selected_full(
+    common: &Common,
+    sel: &[Selected],
+    cases: &[PathBuf],
+    filters: &[String],
+    vms: Option<usize>,
+    check: &dyn Fn(&[Prepared]) -> Result<()>,
+    gcov: bool,
+) -> Result<RunResults> {
     let cases = if cases.is_empty() {
         vec![matrix::default_cases()]
     } else {
@@ -645,7 +705,7 @@ pub fn run_selected_checked(
                 "cannot make a scratch directory: {e} (check $TMPDIR)"
             ))
         })?;
-    let fs = matrix::run_initramfs(&harness, &files, 1, Duration::from_secs(60))?;
+    let fs = matrix::run_initramfs(&harness, &files, 1, Duration::from_secs(60), gcov)?;
     let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
     let mut opts = RunOptions::new(qemu, work.path().to_path_buf());
     opts.accel = choose_accel(common, &opts.qemu, &prepared[0], &harness, work.path())?;

@@ -58,6 +58,8 @@ pub fn build_side(
         config: config.clone(),
         out: None,
         jobs: default_jobs(),
+        gcov: false,
+        nice: 0,
     };
     let say = |l: &str| eprintln!("{l}");
     let built = build::build(&req, cache, cases, &say)?;

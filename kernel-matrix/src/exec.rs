@@ -62,6 +62,7 @@ pub fn exec(common: &Common, kernel: Option<String>, argv: &[String]) -> Result<
             env,
         },
         hugepages: 64,
+        gcov: false,
     };
     fs.bytes(
         pvmtest::guest::CONFIG_PATH,

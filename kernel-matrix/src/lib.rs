@@ -3,7 +3,7 @@
 //!
 //! Where things are: `kernels` (kernels.yaml), `archive` + `cache` + `deb` + `fetch`
 //! (getting an image), `build` (an image from a source tree), `image` (what a bzImage says about itself), `initramfs`, `boot`
-//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases).
+//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases), `coverage` (gcov of the syscall path).
 
 pub mod archive;
 pub mod boot;
@@ -11,6 +11,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod compare;
+pub mod coverage;
 pub mod deb;
 pub mod error;
 pub mod exec;

@@ -392,6 +392,7 @@ pub fn run_initramfs(
     cases: &[pvmtest::runner::Found],
     jobs: usize,
     case_timeout: Duration,
+    gcov: bool,
 ) -> Result<Initramfs> {
     let mut fs = Initramfs::new();
     fs.file("/init", harness)?;
@@ -411,6 +412,7 @@ pub fn run_initramfs(
             timeout_ms: case_timeout.as_millis() as u64,
         },
         hugepages: 64,
+        gcov,
     };
     fs.bytes(
         pvmtest::guest::CONFIG_PATH,
@@ -495,6 +497,9 @@ pub struct KernelResult {
     pub console_tail: Option<String>,
     /// Cases the guest said it would run.
     pub total: Option<usize>,
+    /// The `.gcda` files the guest sent (path in the guest, bytes), when asked for.
+    #[serde(skip)]
+    pub gcov: Vec<(String, Vec<u8>)>,
 }
 
 impl KernelResult {
@@ -560,6 +565,7 @@ fn run_one(
     let mut facts = None;
     let mut results = Vec::new();
     let mut total = None;
+    let mut gcov = Vec::new();
     let mut up = false;
     let outcome = boot::run(&cfg, &mut |l| match l {
         Line::Facts(v) => facts = Some(v.clone()),
@@ -580,6 +586,7 @@ fn run_one(
             );
             results.push(v.clone());
         }
+        Line::Gcov { path, data } => gcov.push((path.clone(), data.clone())),
         _ => {}
     });
     progress(&k.id, VmEvent::Done);
@@ -597,6 +604,7 @@ fn run_one(
         results,
         console_tail: None,
         total,
+        gcov,
     };
     match outcome {
         Err(e) => {
@@ -663,7 +671,14 @@ mod tests {
             &["eperm/caller_*".into(), "*/flags_1".into()],
         )
         .unwrap();
-        let fs = run_initramfs(Path::new("/bin/true"), &sel, 1, Duration::from_secs(1)).unwrap();
+        let fs = run_initramfs(
+            Path::new("/bin/true"),
+            &sel,
+            1,
+            Duration::from_secs(1),
+            false,
+        )
+        .unwrap();
         for want in [
             "/cases/eperm/caller_gid_differs.yaml",
             "/cases/einval/flags_1.yaml",
@@ -806,7 +821,14 @@ mod tests {
         let found = pvmtest::runner::collect_named(&[mine]).unwrap();
         let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["b", "grp/a"]);
-        let fs = run_initramfs(Path::new("/bin/true"), &found, 1, Duration::from_secs(1)).unwrap();
+        let fs = run_initramfs(
+            Path::new("/bin/true"),
+            &found,
+            1,
+            Duration::from_secs(1),
+            false,
+        )
+        .unwrap();
         let guest = tempfile::tempdir().unwrap();
         for f in &found {
             let at = guest

@@ -437,6 +437,7 @@ mod tests {
             total: Some(results.len()),
             results,
             console_tail: None,
+            gcov: vec![],
         }
     }
 

@@ -496,3 +496,109 @@ fn same_image_and_colliding_ids() {
         &["both have the id 'bzImage'", "--kernel-image NAME=PATH"],
     );
 }
+
+/// A directory of stand-ins for gcc and gcov (saying the given versions) and gcovr
+/// (`None` / `false`: not installed).
+fn fake_tools(dir: &Path, gcc: &str, gcov: Option<&str>, gcovr: bool) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let w = |name: &str, body: String| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    w(
+        "gcc",
+        format!(
+            "case \"$1\" in -dumpfullversion) echo {gcc};; *) echo 'gcc (Fake) {gcc}';; esac\n"
+        ),
+    );
+    if let Some(v) = gcov {
+        w("gcov", format!("echo 'gcov (Debian {v}-1) {v}'\n"));
+    }
+    if gcovr {
+        w("gcovr", "echo 'gcovr 5.2'\n".into());
+    }
+    bin
+}
+
+fn coverage(tree: &Path, cache: &Path, path: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "coverage",
+        tree.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    km(&args).env("PATH", path).output().unwrap()
+}
+
+#[test]
+fn coverage_src_not_a_kernel_tree() {
+    let (_d, cache) = empty_cache();
+    let out = coverage(
+        Path::new("harness"),
+        &cache,
+        &std::env::var("PATH").unwrap(),
+        &[],
+    );
+    one_line_error(out, &["harness is not a kernel source tree"]);
+    assert!(!cache.exists(), "nothing is created for a bad SRC");
+}
+
+#[test]
+fn coverage_without_gcovr_or_gcov_names_the_package() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    let bin = fake_tools(d.path(), "12.2.0", Some("12.2.0"), false);
+    let out = coverage(&tree, &cache, bin.to_str().unwrap(), &[]);
+    one_line_error(out, &["gcovr not found", "apt-get install gcovr"]);
+    let d2 = tempfile::tempdir().unwrap();
+    let bin = fake_tools(d2.path(), "12.2.0", None, true);
+    let out = coverage(&tree, &cache, bin.to_str().unwrap(), &[]);
+    one_line_error(out, &["gcov not found", "apt-get install gcc"]);
+    assert!(!cache.exists(), "nothing is built without the tools");
+}
+
+#[test]
+fn coverage_gcov_of_another_compiler() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    let bin = fake_tools(d.path(), "12.2.0", Some("13.1.0"), true);
+    let out = coverage(&tree, &cache, bin.to_str().unwrap(), &[]);
+    one_line_error(
+        out,
+        &[
+            "gcov (gcov (Debian 13.1.0-1) 13.1.0) is not the gcov of the compiler that builds the kernel (gcc 12.2.0)",
+            "gcov-12",
+        ],
+    );
+}
+
+#[test]
+fn coverage_patch_that_does_not_apply_leaves_the_tree_alone() {
+    let (d, cache) = empty_cache();
+    let tree = d.path().join("linux");
+    fake_kernel_tree(&tree);
+    std::fs::write(tree.join("mm/process_vm_access.c"), "something else\n").unwrap();
+    let before = snapshot(&tree);
+    let bin = fake_tools(d.path(), "12.2.0", Some("12.2.0"), true);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = coverage(
+        &tree,
+        &cache,
+        &path,
+        &[
+            "--patch",
+            "kernel-matrix/tests/fixtures/accept-flag-1.patch",
+        ],
+    );
+    one_line_error(
+        out,
+        &["--patch kernel-matrix/tests/fixtures/accept-flag-1.patch does not apply to the tree"],
+    );
+    assert_eq!(snapshot(&tree), before, "the user's tree changed");
+}
