@@ -300,13 +300,15 @@ pub fn resolve(entry: &KernelEntry, index: &Index) -> Result<Resolved> {
         .packages
         .iter()
         .filter(|r| glob_match(&entry.package, &r.package))
+        .filter(|r| entry.version.as_ref().is_none_or(|v| glob_match(v, &r.version)))
         .max_by(|a, b| {
             compare_versions(&a.version, &b.version).then_with(|| a.package.cmp(&b.package))
         })
         .ok_or_else(|| {
             Error::new(format!(
-                "no package matching '{}' in {} ({} packages in {}; the archive may have dropped or renamed it: fix the package glob in kernels.yaml, or pass --mirror URL)",
+                "no package matching '{}'{} in {} ({} packages in {}; the archive may have dropped or renamed it: fix the package glob in kernels.yaml, or pass --mirror URL)",
                 entry.package,
+                entry.version.as_ref().map_or(String::new(), |v| format!(" at version '{v}'")),
                 entry.suite,
                 index.packages.len(),
                 index.url
@@ -654,6 +656,7 @@ mod tests {
             id: "6.12".into(),
             suite: "trixie".into(),
             package: glob.into(),
+            version: None,
             image: "boot/vmlinuz-*".into(),
             config: None,
             description: None,

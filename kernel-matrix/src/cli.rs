@@ -73,6 +73,15 @@ pub struct Common {
     /// Deadline for each VM, seconds (boot included).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// The runtime list (default: the runtimes.yaml built into this binary); its ids are
+    /// accepted by --kernel.
+    #[arg(long, value_name = "FILE")]
+    pub runtimes: Option<PathBuf>,
+    /// The Linux a runtime row (gVisor, UML, qemu-user) is judged against: X.Y.Z, or a kernel
+    /// series of the list (X.Y, resolved to its Debian upstream release). Default: the newest
+    /// kernel of the list. Kernels are always judged as themselves.
+    #[arg(long, value_name = "SERIES")]
+    pub reference: Option<String>,
 }
 
 impl Default for Common {
@@ -88,6 +97,8 @@ impl Default for Common {
             harness: None,
             memory_mib: 3072,
             timeout: 600,
+            runtimes: None,
+            reference: None,
         }
     }
 }
@@ -215,10 +226,12 @@ pub enum Command {
         #[arg(long = "kernel", value_name = "ID")]
         kernel: Vec<String>,
     },
-    /// List the kernels in the list.
+    /// List the kernels and the runtimes.
     List {
         #[arg(long, value_name = "FILE")]
         kernels: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        runtimes: Option<PathBuf>,
     },
 }
 
@@ -236,15 +249,29 @@ pub fn main() -> i32 {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::List { kernels } => {
+        Command::List { kernels, runtimes } => {
             for e in load_list(kernels.as_deref())? {
                 println!("{:6} {:18} {}  ({})", e.id, e.suite, e.package, e.image);
+            }
+            for r in crate::runtime::load_list(runtimes.as_deref())? {
+                println!(
+                    "{} {} {} {}{}  ({})",
+                    r.id,
+                    r.kind.name(),
+                    r.suite,
+                    r.package,
+                    r.version
+                        .as_ref()
+                        .map_or(String::new(), |v| format!(" {v}")),
+                    r.program
+                );
             }
             Ok(0)
         }
         Command::Fetch { common, kernel } => {
             let list = load_list(common.kernels.as_deref())?;
-            let sel = matrix::select(&list, &kernel, &[], None)?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
+            let sel = matrix::select_with(&list, &rts, &kernel, &[], None)?;
             let ui = Ui::new(&sel);
             let prepared = fetch_all(&common, &sel, &ui)?;
             ui.clear();
@@ -271,7 +298,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             format,
         } => {
             let list = load_list(common.kernels.as_deref())?;
-            let sel = matrix::select(&list, &kernel, &kernel_image, shard)?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
+            let sel = matrix::select_with(&list, &rts, &kernel, &kernel_image, shard)?;
             if sel.is_empty() {
                 eprintln!(
                     "kernel-matrix: shard {} has no kernels (there are fewer kernels than shards)",
@@ -347,9 +375,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
         } => {
             let list = load_list(common.kernels.as_deref())?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
             let pick = |s: &str| -> Result<Selected> {
-                let (ids, imgs) = id_or_image(&list, s)?;
-                let mut v = matrix::select(&list, &ids, &imgs, None)?;
+                let (ids, imgs) = if rts.iter().any(|r| r.id == s) {
+                    (vec![s.to_string()], vec![])
+                } else {
+                    id_or_image(&list, s)?
+                };
+                let mut v = matrix::select_with(&list, &rts, &ids, &imgs, None)?;
                 v.pop()
                     .ok_or_else(|| Error::new(format!("'{s}' selects no kernel")))
             };
@@ -422,7 +455,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
         } => {
             let list = load_list(common.kernels.as_deref())?;
-            let sel = matrix::select(&list, &kernel, &kernel_image, None)?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
+            let sel = matrix::select_with(&list, &rts, &kernel, &kernel_image, None)?;
             let cases = crate::fuzz::generate(seed, count);
             let work = tempfile::Builder::new()
                 .prefix("kernel-matrix-fuzz-")
@@ -624,9 +658,31 @@ pub fn run_selected_checked(
         cases.to_vec()
     };
     let (files, descriptions) = check_cases(&cases, filters)?;
-    let qemu = boot::find_qemu()?;
+    let any_kernel = sel
+        .iter()
+        .any(|s| !matches!(s.source, Source::Runtime(_)));
+    let qemu = if any_kernel {
+        boot::find_qemu()?
+    } else {
+        PathBuf::new()
+    };
+    let any_runtime = sel.iter().any(|s| matches!(s.source, Source::Runtime(_)));
+    let reference = if any_runtime {
+        Some(reference_release(common)?)
+    } else {
+        None
+    };
     let ui = Ui::new(sel);
-    let prepared = fetch_all(common, sel, &ui)?;
+    let mut prepared = fetch_all(common, sel, &ui)?;
+    for p in &mut prepared {
+        if p.runtime.is_some() {
+            p.reference = reference.clone();
+            p.series = reference
+                .as_deref()
+                .and_then(crate::image::series_of)
+                .unwrap_or_default();
+        }
+    }
     check(&prepared)?;
     for p in &prepared {
         if let Some(why) = &p.bzimage_reason {
@@ -648,7 +704,13 @@ pub fn run_selected_checked(
     let fs = matrix::run_initramfs(&harness, &files, 1, Duration::from_secs(60))?;
     let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
     let mut opts = RunOptions::new(qemu, work.path().to_path_buf());
-    opts.accel = choose_accel(common, &opts.qemu, &prepared[0], &harness, work.path())?;
+    if let Some(first_kernel) = prepared.iter().find(|p| p.runtime.is_none()) {
+        opts.accel = choose_accel(common, &opts.qemu, first_kernel, &harness, work.path())?;
+    }
+    if reference.is_some() {
+        opts.case_tree = Some(crate::runtime::write_case_tree(work.path(), &files)?);
+        opts.harness = Some(harness.clone());
+    }
     opts.memory_mib = common.memory_mib;
     opts.timeout = Duration::from_secs(common.timeout);
     if let Some(v) = vms {
@@ -670,6 +732,74 @@ pub fn fetch_config(common: &Common) -> Result<FetchConfig> {
         common.cache_dir.as_deref(),
         common.offline,
     )
+}
+
+/// The X.Y.Z runtime rows are judged against: `--reference` as given when it is X.Y.Z; a
+/// series of the kernel list (default: its newest) as the upstream release of the package
+/// that series resolves to in its suite's index (no download beyond the index).
+pub fn reference_release(common: &Common) -> Result<String> {
+    let list = load_list(common.kernels.as_deref())?;
+    let arg = match &common.reference {
+        Some(r) => r.trim().to_string(),
+        None => newest_series(&list)
+            .ok_or_else(|| Error::new("the kernel list is empty: pass --reference X.Y.Z"))?,
+    };
+    if is_release(&arg) {
+        return Ok(arg);
+    }
+    if !kernels::is_series(&arg) {
+        return Err(Error::new(format!(
+            "--reference '{arg}' is neither X.Y.Z nor a kernel series X.Y (e.g. --reference 6.12 or --reference 6.12.57)"
+        )));
+    }
+    let entry = kernels::find(&list, &arg).map_err(|e| {
+        Error::new(format!(
+            "--reference {arg}: {} (or give the release as X.Y.Z)",
+            e.0
+        ))
+    })?;
+    let cfg = fetch_config(common)?;
+    let version = crate::fetch::resolve_version(entry, &cfg)?;
+    upstream_release(&version).ok_or_else(|| {
+        Error::new(format!(
+            "--reference {arg}: Debian version '{version}' of {} has no X.Y.Z upstream part (give the release as X.Y.Z)",
+            entry.package
+        ))
+    })
+}
+
+/// The newest series of the list, by number (7.3 > 6.12 > 6.1).
+pub fn newest_series(list: &[KernelEntry]) -> Option<String> {
+    let key = |id: &str| -> (u32, u32) {
+        let (a, b) = id.split_once('.').unwrap_or((id, "0"));
+        (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+    };
+    list.iter()
+        .map(|e| e.id.as_str())
+        .max_by_key(|id| key(id))
+        .map(str::to_string)
+}
+
+fn is_release(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// "6.12.57-1" -> "6.12.57", "1:7.3.4-1~bpo13+1" -> "7.3.4", "6.1.176-1" -> "6.1.176".
+pub fn upstream_release(debian_version: &str) -> Option<String> {
+    let v = debian_version
+        .split_once(':')
+        .map_or(debian_version, |(_, v)| v);
+    let v = v.split(['-', '+', '~']).next()?;
+    let parts: Vec<&str> = v.split('.').collect();
+    match parts.len() {
+        3 if is_release(v) => Some(v.to_string()),
+        2 if is_release(&format!("{v}.0")) => Some(format!("{v}.0")),
+        _ => None,
+    }
 }
 
 fn fetch_all(common: &Common, sel: &[Selected], ui: &Ui) -> Result<Vec<Prepared>> {

@@ -3,7 +3,8 @@
 //!
 //! Where things are: `kernels` (kernels.yaml), `archive` + `cache` + `deb` + `fetch`
 //! (getting an image), `build` (an image from a source tree), `image` (what a bzImage says about itself), `initramfs`, `boot`
-//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases).
+//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases),
+//! `runtime` (gVisor, UML and qemu-user rows, runtimes.yaml).
 
 pub mod archive;
 pub mod boot;
@@ -21,6 +22,7 @@ pub mod initramfs;
 pub mod kernels;
 pub mod matrix;
 pub mod report;
+pub mod runtime;
 pub mod vmlinux;
 
 pub use error::{Error, Result};
