@@ -9,8 +9,15 @@ use serde::Serialize;
 pub struct Facts {
     /// `uname -r`.
     pub release: String,
-    /// `(major, minor, patch)` parsed from the release.
+    /// The Linux version whose rules the model applies: `(major, minor, patch)` parsed from
+    /// the release, or the reference chosen with `--reference` ([`set_reference`]).
     pub version: (u32, u32, u32),
+    /// The Linux version chosen to judge this system by (`pvmtest run --reference X.Y.Z`, or
+    /// `pvmtest.reference=X.Y.Z` on a guest's kernel command line), written `X.Y.Z`; `None`
+    /// when the version comes from `uname`. A runtime that re-implements the Linux ABI
+    /// reports a release of its own (gVisor: 4.4.0) that says nothing about which rules it
+    /// follows.
+    pub reference: Option<String>,
     pub arch: String,
     /// Highest user address + 1 as `access_ok` sees it (TASK_SIZE_MAX): 47- or 56-bit.
     pub task_size_max: u64,
@@ -142,6 +149,51 @@ pub fn kernel_version(release: &str, uts_version: &str) -> (u32, u32, u32) {
     }
 }
 
+/// The reference version set for this process ([`set_reference`]), read by [`Facts::detect`].
+static REFERENCE: std::sync::Mutex<Option<(u32, u32, u32)>> = std::sync::Mutex::new(None);
+
+/// Makes every later [`Facts::detect`] of this process judge by Linux `v` instead of the
+/// version `uname` reports. Targets and callers are forks, so they inherit it.
+pub fn set_reference(v: (u32, u32, u32)) {
+    *REFERENCE.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+}
+
+fn reference() -> Option<(u32, u32, u32)> {
+    *REFERENCE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Parses a `--reference` value: `X.Y` or `X.Y.Z`, decimal numbers only (`6.12`, `6.12.107`).
+/// `Err` is the message for a one-line error.
+pub fn parse_reference(s: &str) -> Result<(u32, u32, u32), String> {
+    let parts: Vec<&str> = s.split('.').collect();
+    let num = |p: &str| -> Option<u32> {
+        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
+    };
+    let nums: Option<Vec<u32>> = parts.iter().map(|p| num(p)).collect();
+    match nums.as_deref() {
+        Some(&[a, b]) if a > 0 => Ok((a, b, 0)),
+        Some(&[a, b, c]) if a > 0 => Ok((a, b, c)),
+        _ => Err(format!(
+            "reference {s:?} is not a Linux version: write X.Y or X.Y.Z, e.g. 6.12 or 6.12.107"
+        )),
+    }
+}
+
+/// The `pvmtest.reference=X.Y.Z` word of a kernel command line: `Ok(None)` without one.
+pub fn reference_from_cmdline(cmdline: &str) -> Result<Option<(u32, u32, u32)>, String> {
+    match cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pvmtest.reference="))
+    {
+        None => Ok(None),
+        Some(v) => parse_reference(v)
+            .map(Some)
+            .map_err(|e| format!("kernel command line pvmtest.reference: {e}")),
+    }
+}
+
 impl Facts {
     /// The facts a typical Debian x86-64 machine running as root would report; tests of the
     /// model start from this and change one fact at a time, and the loader asks the model
@@ -150,6 +202,7 @@ impl Facts {
         Facts {
             release: format!("{}.{}.{}", version.0, version.1, version.2),
             version,
+            reference: None,
             arch: "x86_64".into(),
             task_size_max: 0x7fff_ffff_f000,
             pku: false,
@@ -205,6 +258,15 @@ impl Facts {
         }
     }
 
+    /// The system as reports name it: the release, and the reference when one was chosen
+    /// (`4.4.0, judged as Linux 6.12.0`).
+    pub fn judged(&self) -> String {
+        match &self.reference {
+            None => self.release.clone(),
+            Some(r) => format!("{}, judged as Linux {r}", self.release),
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         self.creds.ids.euid == 0
     }
@@ -225,7 +287,9 @@ impl Facts {
             .as_ref()
             .map(|u| u.version().to_string_lossy().into_owned())
             .unwrap_or_default();
-        let version = kernel_version(&release, &uts_version);
+        let uname_version = kernel_version(&release, &uts_version);
+        let chosen = reference();
+        let version = chosen.unwrap_or(uname_version);
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let field = |name: &str| -> Vec<u64> {
             status
@@ -274,6 +338,7 @@ impl Facts {
         Facts {
             release,
             version,
+            reference: chosen.map(|v| format!("{}.{}.{}", v.0, v.1, v.2)),
             arch,
             task_size_max: if flags.contains(&"la57") {
                 0x00ff_ffff_ffff_f000
@@ -351,6 +416,40 @@ mod tests {
             kernel_version("6.12.0-0.deb12-amd64", "#1 Debian 6.1.9-1"),
             (6, 12, 0)
         );
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(parse_reference("6.12"), Ok((6, 12, 0)));
+        assert_eq!(parse_reference("6.12.107"), Ok((6, 12, 107)));
+        for bad in [
+            "", "6", "6.", "six.1", "6.12.1.2", "6.12-rc1", "0.1", "+6.1", "6..1",
+        ] {
+            let e = parse_reference(bad).unwrap_err();
+            assert!(e.contains("X.Y or X.Y.Z"), "{bad}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        assert_eq!(
+            reference_from_cmdline("console=ttyS0 pvmtest.reference=6.1.170 quiet"),
+            Ok(Some((6, 1, 170)))
+        );
+        assert_eq!(reference_from_cmdline("console=ttyS0"), Ok(None));
+        assert!(reference_from_cmdline("pvmtest.reference=x")
+            .unwrap_err()
+            .starts_with("kernel command line pvmtest.reference:"));
+    }
+
+    #[test]
+    fn detect_judges_by_the_reference() {
+        // The only test in this binary that sets the process-wide reference.
+        set_reference((6, 12, 3));
+        let f = Facts::detect();
+        assert_eq!(f.version, (6, 12, 3));
+        assert_eq!(f.reference.as_deref(), Some("6.12.3"));
+        let uts = nix::sys::utsname::uname().unwrap();
+        assert_eq!(f.release, uts.release().to_string_lossy());
+        *REFERENCE.lock().unwrap() = None;
+        assert_eq!(Facts::detect().reference, None);
     }
 
     #[test]

@@ -288,6 +288,15 @@ fn run_task(paths: &[String], jobs: usize, timeout_ms: u64) -> i32 {
         let _ = o.write_all(l.render().as_bytes());
         let _ = o.flush();
     };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    match crate::facts::reference_from_cmdline(&cmdline) {
+        Ok(Some(v)) => crate::facts::set_reference(v),
+        Ok(None) => {}
+        Err(e) => {
+            console(&format!("pvmtest guest: {e}"));
+            return 2;
+        }
+    }
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let (plans, bad) =
         match runner::load_all(&paths, &mut |e| console(&format!("pvmtest guest: {e}"))) {

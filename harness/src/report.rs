@@ -195,6 +195,7 @@ pub fn json_result(r: &CaseResult) -> serde_json::Value {
 pub fn json(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
     let doc = json!({
         "kernel": facts.release,
+        "reference": facts.reference,
         "facts": facts,
         "summary": Summary::of(results),
         "results": results.iter().map(json_result).collect::<Vec<_>>(),
@@ -277,11 +278,15 @@ pub fn junit(results: &[CaseResult], facts: &crate::facts::Facts) -> String {
         a(&host)
     ));
     out.push_str("    <properties>\n");
+    let reference = facts.reference.as_deref().map(|r| ("reference", r));
     for (k, v) in [
         ("kernel", facts.release.as_str()),
         ("arch", facts.arch.as_str()),
         ("hostname", host.as_str()),
-    ] {
+    ]
+    .into_iter()
+    .chain(reference)
+    {
         out.push_str(&format!(
             "      <property name=\"{k}\" value=\"{}\"/>\n",
             a(v)
@@ -350,7 +355,7 @@ pub fn explain(
         plan.id,
         plan.description,
         render_call(plan),
-        facts.release
+        facts.judged()
     );
     for (i, t) in pred.trace.iter().enumerate() {
         out.push_str(&format!("  {}. {t}\n", i + 1));

@@ -619,3 +619,35 @@ fn duplicate_names_are_refused() {
     );
     assert_nothing_left("dupes");
 }
+
+/// `--reference` replaces uname's version in the model's gates, and the output keeps both.
+#[test]
+fn reference_chooses_the_rules() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cases/einval/local_negative_then_unreadable_6_4.yaml");
+    let out = run(Command::new(BIN)
+        .args(["run", "--format", "json", "--reference", "5.10.0"])
+        .arg(&case));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uname = nix::sys::utsname::uname().unwrap();
+    assert_eq!(v["kernel"], *uname.release().to_string_lossy());
+    assert_eq!(v["reference"], "5.10.0");
+    assert_eq!(v["facts"]["version"], serde_json::json!([5, 10, 0]));
+    let reason = v["results"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("this is 5.10"), "{v}");
+    let out = run(Command::new(BIN)
+        .args(["run", "--format", "json"])
+        .arg(&case));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reference"], serde_json::Value::Null);
+    for bad in ["6", "latest", "6.12-rc1", "6.1.2.3"] {
+        let out = run(Command::new(BIN)
+            .args(["run", "--reference", bad])
+            .arg(&case));
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: --reference:"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
