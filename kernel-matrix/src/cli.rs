@@ -709,7 +709,10 @@ pub fn run_selected_checked(
     }
     if reference.is_some() {
         opts.case_tree = Some(crate::runtime::write_case_tree(work.path(), &files)?);
-        opts.harness = Some(harness.clone());
+        // The runtime runs in its own directory: the harness must not be relative.
+        opts.harness = Some(std::fs::canonicalize(&harness).map_err(|e| {
+            Error::new(format!("guest harness {}: {e}", harness.display()))
+        })?);
     }
     opts.memory_mib = common.memory_mib;
     opts.timeout = Duration::from_secs(common.timeout);

@@ -274,6 +274,13 @@ fn run_process(p: &Prepared, entry: &RuntimeEntry, spec: &RunSpec) -> Result<Got
         Kind::QemuUser => {}
         Kind::Uml => unreachable!("UML boots the initramfs"),
     }
+    if entry.kind == Kind::Gvisor {
+        // `runsc do` makes its command PID 1 of the sandbox, and a pvmtest that is PID 1 takes
+        // itself for a VM's /init (guest.rs). A shell stays PID 1 instead; the `exit` keeps
+        // it from exec'ing the harness in its place. The host's root is the sandbox's (read
+        // only, under an overlay), so /bin/sh is there.
+        cmd.args(["/bin/sh", "-c", "\"$@\"; exit $?", "sh"]);
+    }
     harness_args(&mut cmd);
     let out_path = spec.workdir.join("stdout.json");
     let err_path = spec.workdir.join("stderr.log");
@@ -286,6 +293,9 @@ fn run_process(p: &Prepared, entry: &RuntimeEntry, spec: &RunSpec) -> Result<Got
         .stderr(file(&err_path)?);
     let status = supervise(cmd, spec.timeout, &p.image)?;
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    if std::env::var_os("PVMTEST_DEBUG_RT").is_some() {
+        eprintln!("stdout head: {}", &stdout[..stdout.len().min(300)]);
+    }
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let tail = || {
         let lines: Vec<&str> = stderr.lines().collect();
