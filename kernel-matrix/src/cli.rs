@@ -135,6 +135,15 @@ pub enum Command {
         vms: Option<usize>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Where the runtimes' known-divergence files are, `<runtime-id>.yaml` (default:
+        /// kernel-matrix/conformance of this workspace). A runtime row passes when its
+        /// divergences are exactly the file's and nothing is broken.
+        #[arg(long, value_name = "DIR")]
+        conformance: Option<PathBuf>,
+        /// Write a draft known-divergence file per runtime row here (every divergence of
+        /// this run; each `why` must then be written from the runtime's source).
+        #[arg(long, value_name = "DIR")]
+        write_conformance: Option<PathBuf>,
     },
     /// Build a bootable bzImage from a kernel source tree (out of tree, incremental), with
     /// patches applied to a scratch copy; prints the image path.
@@ -296,6 +305,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
             vms,
             format,
+            conformance,
+            write_conformance,
         } => {
             let list = load_list(common.kernels.as_deref())?;
             let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
@@ -326,15 +337,56 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     }
                 }
             }
+            let conf_dir = conformance.or_else(crate::conformance::default_dir);
+            let mut clean = true;
+            let mut conf_md = String::new();
+            let mut conf_json = Vec::new();
+            for k in kernels {
+                if k.kernel.runtime.is_none() {
+                    clean &= k.is_clean();
+                    continue;
+                }
+                let base = match &conf_dir {
+                    Some(d) => crate::conformance::load(d, &k.kernel.id)?,
+                    None => None,
+                };
+                let file = conf_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{}.yaml", k.kernel.id)))
+                    .filter(|_| base.is_some());
+                let v = crate::conformance::judge(k, base.as_ref());
+                let ok = base.is_some()
+                    && v.matches()
+                    && k.summary.broken == 0
+                    && matches!(k.status, "ok" | "not-implemented");
+                clean &= ok;
+                eprintln!("{}", runtime_verdict_line(k, &v, file.as_deref()));
+                conf_md.push_str(&crate::conformance::markdown(k, &v, file.as_deref()));
+                conf_json.push(serde_json::json!({"id": k.kernel.id, "verdict": v}));
+                if let Some(d) = &write_conformance {
+                    std::fs::create_dir_all(d).map_err(|e| {
+                        Error::new(format!("--write-conformance {}: {e}", d.display()))
+                    })?;
+                    let p = d.join(format!("{}.yaml", k.kernel.id));
+                    std::fs::write(&p, crate::conformance::draft(k, &v))
+                        .map_err(|e| Error::new(format!("{}: {e}", p.display())))?;
+                    eprintln!("kernel-matrix: draft conformance file {}", p.display());
+                }
+            }
             if let Some(dir) = report_dir {
                 report::write_dir(&dir, kernels, &|c| results.describe(c))?;
+                if !conf_json.is_empty() {
+                    let md = dir.join("report.md");
+                    let mut text = std::fs::read_to_string(&md).unwrap_or_default();
+                    text.push('\n');
+                    text.push_str(&conf_md);
+                    crate::cache::write_atomic(&md, text.as_bytes())?;
+                    let doc = serde_json::to_string_pretty(&conf_json).unwrap_or_default();
+                    crate::cache::write_atomic(&dir.join("conformance.json"), doc.as_bytes())?;
+                }
                 eprintln!("kernel-matrix: report written to {}", dir.display());
             }
-            Ok(if kernels.iter().all(KernelResult::is_clean) {
-                0
-            } else {
-                1
-            })
+            Ok(if clean { 0 } else { 1 })
         }
         Command::Build {
             src,
@@ -658,9 +710,7 @@ pub fn run_selected_checked(
         cases.to_vec()
     };
     let (files, descriptions) = check_cases(&cases, filters)?;
-    let any_kernel = sel
-        .iter()
-        .any(|s| !matches!(s.source, Source::Runtime(_)));
+    let any_kernel = sel.iter().any(|s| !matches!(s.source, Source::Runtime(_)));
     let qemu = if any_kernel {
         boot::find_qemu()?
     } else {
@@ -710,9 +760,10 @@ pub fn run_selected_checked(
     if reference.is_some() {
         opts.case_tree = Some(crate::runtime::write_case_tree(work.path(), &files)?);
         // The runtime runs in its own directory: the harness must not be relative.
-        opts.harness = Some(std::fs::canonicalize(&harness).map_err(|e| {
-            Error::new(format!("guest harness {}: {e}", harness.display()))
-        })?);
+        opts.harness = Some(
+            std::fs::canonicalize(&harness)
+                .map_err(|e| Error::new(format!("guest harness {}: {e}", harness.display())))?,
+        );
     }
     opts.memory_mib = common.memory_mib;
     opts.timeout = Duration::from_secs(common.timeout);
@@ -735,6 +786,53 @@ pub fn fetch_config(common: &Common) -> Result<FetchConfig> {
         common.cache_dir.as_deref(),
         common.offline,
     )
+}
+
+/// `gvisor-20240729: divergences match kernel-matrix/conformance/gvisor-20240729.yaml (41 known)`.
+fn runtime_verdict_line(
+    k: &KernelResult,
+    v: &crate::conformance::Verdict,
+    file: Option<&Path>,
+) -> String {
+    let mut line = match file {
+        None => format!(
+            "{}: no known-divergence file; {} divergences (write one with --write-conformance DIR)",
+            k.kernel.id,
+            v.divergences.len()
+        ),
+        Some(f) if v.matches() => format!(
+            "{}: divergences match {} ({} known)",
+            k.kernel.id,
+            f.display(),
+            v.divergences.len()
+        ),
+        Some(f) => format!(
+            "{}: divergences differ from {}: {} new or changed, {} gone{}",
+            k.kernel.id,
+            f.display(),
+            v.new.len(),
+            v.gone.len(),
+            v.status_change
+                .as_ref()
+                .map_or(String::new(), |c| format!("; {c}"))
+        ),
+    };
+    for l in v.new.iter().take(20) {
+        line.push_str(&format!("\n  new: {l}"));
+    }
+    for l in v.gone.iter().take(20) {
+        line.push_str(&format!("\n  gone: {l}"));
+    }
+    if k.summary.broken > 0 {
+        line.push_str(&format!(
+            "\n  {} broken (harness failures inside the runtime; a broken case fails the row)",
+            k.summary.broken
+        ));
+    }
+    if let Some(n) = &v.version_note {
+        line.push_str(&format!("\n  note: {n}"));
+    }
+    line
 }
 
 /// The X.Y.Z runtime rows are judged against: `--reference` as given when it is X.Y.Z; a

@@ -12,6 +12,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod compare;
+pub mod conformance;
 pub mod deb;
 pub mod error;
 pub mod exec;

@@ -536,7 +536,12 @@ mod tests {
         let ids: Vec<&str> = b.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(
             ids,
-            ["gvisor-20240729", "gvisor-20221219", "uml-6.1", "qemu-user-7.2"]
+            [
+                "gvisor-20240729",
+                "gvisor-20221219",
+                "uml-6.1",
+                "qemu-user-7.2"
+            ]
         );
         assert_eq!(b[2].kind, Kind::Uml);
         assert_eq!(b[3].program, "usr/bin/qemu-x86_64-static");
@@ -575,7 +580,9 @@ mod tests {
     #[test]
     fn enosys_everywhere_is_not_implemented() {
         let all = [r("fail", "ENOSYS"), r("skip", ""), r("fail", "ENOSYS")];
-        assert!(not_implemented(&all).unwrap().contains("ENOSYS in all 2 cases"));
+        assert!(not_implemented(&all)
+            .unwrap()
+            .contains("ENOSYS in all 2 cases"));
         // One real answer, or one pass, and it is an implementation with divergences.
         assert!(not_implemented(&[r("fail", "ENOSYS"), r("fail", "EINVAL")]).is_none());
         assert!(not_implemented(&[r("fail", "ENOSYS"), r("pass", "0")]).is_none());
