@@ -823,7 +823,7 @@ mod tests {
         assert_eq!(ids, ["6.1", "base", "patched"]);
         let sha = |s: &Selected| match &s.source {
             Source::Local { sha256, .. } => sha256.clone(),
-            Source::Debian(_) => String::new(),
+            Source::Debian(_) | Source::Runtime(_) => String::new(),
         };
         assert_eq!(sha(&sel[1]).len(), 64);
         assert_ne!(sha(&sel[1]), sha(&sel[2]));
