@@ -541,7 +541,32 @@ fn dispatch(cli: Cli) -> Result<i32> {
                         .as_ref()
                         .map_or(String::new(), |f| format!(" — KERNEL BROKEN: {f}"))
                 );
+                // Grouped by the class of the step that decided Linux's answer, so a known
+                // class does not drown a new one (runtimes diverge in whole classes).
+                let group = |r: &serde_json::Value| -> String {
+                    if r["status"] == "broken" {
+                        "broken (harness failures)".into()
+                    } else {
+                        crate::conformance::Class::of_step(
+                            r["decided_by"].as_str().unwrap_or_default(),
+                        )
+                        .title()
+                        .to_string()
+                    }
+                };
+                let mut bad = bad;
+                bad.sort_by_key(|r| group(r));
+                let mut last = String::new();
                 for r in bad {
+                    let g = group(r);
+                    if g != last {
+                        let n = k.results.iter().filter(|x| {
+                            matches!(x["status"].as_str(), Some("fail") | Some("broken"))
+                                && group(x) == g
+                        });
+                        println!(" {g}: {}", n.count());
+                        last = g;
+                    }
                     mismatches += 1;
                     let case = r["case"].as_str().unwrap_or("?");
                     let name = case.trim_start_matches("fuzz/");

@@ -228,7 +228,11 @@ fn leftovers(tag: &str) -> Vec<String> {
 /// SIGKILL or Ctrl-C while a runtime row runs: no runsc sandbox or gofer, no UML process is
 /// left (PR_SET_PDEATHSIG on the runtime's leader; the signal handler kills its group).
 fn killed_mid_run_leaves_nothing(id: &str, program: &str, kill_arg: &str, signal: i32) {
-    let test = format!("{}_{kill_arg}_leaves_nothing", id.replace(['-', '.'], "_"));
+    let test = format!(
+        "{}_sig{}_leaves_nothing",
+        id.replace(['-', '.'], "_"),
+        kill_arg.trim_start_matches('-').to_lowercase()
+    );
     if let Some(why) = unavailable() {
         return skip(&test, &why);
     }
