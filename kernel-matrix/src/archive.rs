@@ -748,6 +748,31 @@ mod tests {
         assert!(e.contains("5 packages in file:///m/dists/trixie"), "{e}");
     }
 
+    /// A runtime row pins its upstream release with a version glob: the newest build of that
+    /// release wins, not the newest package.
+    #[test]
+    fn a_version_glob_pins_the_release() {
+        let index = Index {
+            suite: "sid".into(),
+            url: "file:///m/dists/sid/main/binary-amd64/Packages.xz".into(),
+            packages: vec![
+                rec("runsc", "0.0~20240729.0-4+b7"),
+                rec("runsc", "0.0~20240729.0-7+b1"),
+                rec("runsc", "0.0~20250101.0-1"),
+            ],
+        };
+        let mut e = entry("runsc");
+        assert_eq!(resolve(&e, &index).unwrap().version, "0.0~20250101.0-1");
+        e.version = Some("0.0~20240729.*".into());
+        assert_eq!(resolve(&e, &index).unwrap().version, "0.0~20240729.0-7+b1");
+        e.version = Some("0.0~2019*".into());
+        let err = resolve(&e, &index).unwrap_err().to_string();
+        assert!(
+            err.contains("no package matching 'runsc' at version '0.0~2019*' in trixie"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn resolve_rejects_unsafe_filename_and_bad_hash() {
         let mut r = rec("linux-x", "1");

@@ -1080,6 +1080,51 @@ impl Ui {
 mod tests {
     use super::*;
 
+    #[test]
+    fn reference_releases_from_debian_versions() {
+        assert_eq!(upstream_release("6.12.107-1").as_deref(), Some("6.12.107"));
+        assert_eq!(
+            upstream_release("7.3.4-1~bpo13+1").as_deref(),
+            Some("7.3.4")
+        );
+        assert_eq!(upstream_release("1:6.1.176-1").as_deref(), Some("6.1.176"));
+        assert_eq!(upstream_release("6.2-1").as_deref(), Some("6.2.0"));
+        assert_eq!(upstream_release("20240729-1"), None);
+        assert_eq!(newest_series(&kernels::builtin()).as_deref(), Some("7.3"));
+        // X.Y.Z is taken as given, without the index.
+        let c = Common {
+            reference: Some("6.12.57".into()),
+            ..Common::default()
+        };
+        assert_eq!(reference_release(&c).unwrap(), "6.12.57");
+        for bad in ["six", "6.12.x", "6.3"] {
+            let c = Common {
+                reference: Some(bad.into()),
+                ..Common::default()
+            };
+            let e = reference_release(&c).unwrap_err().to_string();
+            assert!(e.starts_with("--reference") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn runtime_ids_are_selected_only_by_name() {
+        let list = kernels::builtin();
+        let rts = crate::runtime::builtin();
+        let all = matrix::select_with(&list, &rts, &[], &[], None).unwrap();
+        assert!(all.iter().all(|s| !matches!(s.source, Source::Runtime(_))));
+        let one = matrix::select_with(&list, &rts, &["uml-6.1".into()], &[], None).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(matches!(&one[0].source, Source::Runtime(r) if r.id == "uml-6.1"));
+        let e = matrix::select_with(&list, &rts, &["gvisor".into()], &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(runtimes: gvisor-20240729, gvisor-20221219"),
+            "{e}"
+        );
+    }
+
     fn local(dir: &Path, sub: &str, version: &str) -> Selected {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
         let p = dir.join(sub).join("bzImage");

@@ -388,3 +388,164 @@ pub fn draft(k: &KernelResult, v: &Verdict) -> String {
     }
     serde_yaml::to_string(&b).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(status: &'static str, results: Vec<Value>) -> KernelResult {
+        let mut k = crate::report::tests::kernel("gvisor-x", Vec::new());
+        k.status = status;
+        k.results = results;
+        k
+    }
+
+    fn r(case: &str, status: &str, observed: &str, expected: &str, step: &str) -> Value {
+        json!({"case": case, "status": status, "observed": observed, "expected": expected,
+               "decided_by": step, "call": "process_vm_readv(...)", "reason": "why"})
+    }
+
+    fn base(entries: &[(&str, &str, bool)]) -> Baseline {
+        Baseline {
+            runtime: "gvisor-x".into(),
+            version: "gvisor-x.1-1".into(),
+            not_implemented: None,
+            divergences: entries
+                .iter()
+                .map(|(c, o, i)| {
+                    (
+                        c.to_string(),
+                        Known {
+                            observed: o.to_string(),
+                            class: Class::Flags,
+                            why: "sys_process_vm.go, processVMOp".into(),
+                            intermittent: *i,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn same_divergences_match() {
+        let k = row(
+            "ok",
+            vec![
+                r("a", "fail", "4096", "EINVAL", "flags"),
+                r("b", "pass", "0", "0", "complete"),
+            ],
+        );
+        let v = judge(&k, Some(&base(&[("a", "4096", false)])));
+        assert!(v.matches(), "{v:?}");
+        assert_eq!(v.divergences[0].class, Class::Flags);
+    }
+
+    #[test]
+    fn a_changed_answer_a_new_case_and_a_gone_one_are_reported() {
+        let k = row(
+            "ok",
+            vec![
+                r("a", "fail", "0", "EINVAL", "flags"),
+                r("b", "pass", "0", "0", "complete"),
+                r("c", "fail", "EFAULT", "4096", "remote_fault"),
+            ],
+        );
+        let v = judge(
+            &k,
+            Some(&base(&[("a", "4096", false), ("b", "EPERM", false)])),
+        );
+        assert_eq!(
+            v.new,
+            ["a: 0 where 4096 was known", "c: EFAULT, Linux 4096"]
+        );
+        assert_eq!(v.gone, ["b: known EPERM (flags), now pass"]);
+        assert!(!v.matches());
+        // The class of an unknown divergence comes from the step that decided Linux's answer.
+        assert_eq!(v.divergences[1].class, Class::RemoteFault);
+    }
+
+    #[test]
+    fn unselected_and_intermittent_cases_are_not_gone() {
+        let k = row("ok", vec![r("b", "pass", "0", "0", "complete")]);
+        let v = judge(
+            &k,
+            Some(&base(&[("not_run", "0", false), ("b", "ESRCH", true)])),
+        );
+        assert!(v.matches(), "{v:?}");
+    }
+
+    #[test]
+    fn not_implemented_must_agree_with_the_file() {
+        let enosys = vec![r("a", "fail", "ENOSYS", "0", "complete")];
+        let mut b = base(&[]);
+        b.not_implemented = Some("linux64.go: ENOSYS stubs".into());
+        assert!(judge(&row("not-implemented", enosys.clone()), Some(&b)).matches());
+        let v = judge(&row("not-implemented", enosys), Some(&base(&[])));
+        assert!(v.status_change.is_some());
+        let v = judge(
+            &row("ok", vec![r("a", "pass", "0", "0", "complete")]),
+            Some(&b),
+        );
+        assert!(v.status_change.is_some());
+    }
+
+    #[test]
+    fn no_file_makes_every_divergence_new() {
+        let k = row("ok", vec![r("a", "fail", "0", "EINVAL", "flags")]);
+        assert_eq!(judge(&k, None).new.len(), 1);
+    }
+
+    #[test]
+    fn shipped_files_load_and_cite_a_source() {
+        let dir = default_dir().expect("kernel-matrix/conformance");
+        for r in crate::runtime::builtin() {
+            let b = load(&dir, &r.id)
+                .unwrap()
+                .unwrap_or_else(|| panic!("no conformance file for {}", r.id));
+            for (case, k) in &b.divergences {
+                assert!(
+                    k.why.contains(".go") || k.why.contains(".c"),
+                    "{}: {case}: why cites no source file",
+                    r.id
+                );
+                assert!(
+                    crate::matrix::workspace_root()
+                        .unwrap()
+                        .join(format!("cases/{case}.yaml"))
+                        .is_file(),
+                    "{}: {case} is no case of the catalogue",
+                    r.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_for_another_runtime_or_without_why_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("x.yaml"),
+            "runtime: y\nversion: \"1\"\ndivergences: {}\n",
+        )
+        .unwrap();
+        let e = load(dir.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("does not match the file name"), "{e}");
+        std::fs::write(
+            dir.path().join("x.yaml"),
+            "runtime: x\nversion: \"1\"\ndivergences:\n  a: {observed: \"0\", class: flags, why: \" \"}\n",
+        )
+        .unwrap();
+        let e = load(dir.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("has no why"), "{e}");
+        std::fs::write(
+            dir.path().join("x.yaml"),
+            "runtime: x\nversion: \"1\"\ndivergences:\n  a: {observed: \"0\", class: colour, why: w}\n",
+        )
+        .unwrap();
+        let e = load(dir.path(), "x").unwrap_err().to_string();
+        assert!(e.contains("x.yaml:") && !e.contains('\n'), "{e}");
+        assert!(load(dir.path(), "absent").unwrap().is_none());
+    }
+}

@@ -417,12 +417,12 @@ pub fn write_dir(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::boot::Accel;
     use crate::matrix::counts;
 
-    fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
+    pub(crate) fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
         KernelResult {
             kernel: crate::matrix::Prepared {
                 id: id.into(),
