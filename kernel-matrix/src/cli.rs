@@ -776,6 +776,10 @@ pub fn run_selected_checked(
                 "cannot make a scratch directory: {e} (check $TMPDIR)"
             ))
         })?;
+    // A run killed by SIGKILL leaves its scratch directory (runsc state, UML's uml_dir):
+    // the next run removes it.
+    crate::runtime::claim(work.path())?;
+    crate::runtime::sweep_stale(&std::env::temp_dir());
     let fs = matrix::run_initramfs(&harness, &files, 1, Duration::from_secs(60))?;
     let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
     let mut opts = RunOptions::new(qemu, work.path().to_path_buf());

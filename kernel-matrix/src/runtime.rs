@@ -441,7 +441,20 @@ fn run_uml(p: &Prepared, spec: &RunSpec) -> Result<Got> {
         .zip([6, 3, 4, 5])
         .map(|(f, to)| (f.as_raw_fd(), to))
         .collect();
-    let mut cmd = Command::new(&p.image);
+    // UML forks helper processes that outlive its main process if that is SIGKILLed, and
+    // PR_SET_PDEATHSIG is not inherited by them. So UML runs as PID 1 of its own PID
+    // namespace: when it dies the kernel kills everything in the namespace. util-linux's
+    // `unshare --kill-child` forks it there and kills it when unshare itself dies (which
+    // happens with us, by the death signal set below).
+    let mut cmd = match find_in_path("unshare") {
+        Some(unshare) => {
+            let mut c = Command::new(unshare);
+            c.args(["--pid", "--fork", "--kill-child=SIGKILL", "--"])
+                .arg(&p.image);
+            c
+        }
+        None => Command::new(&p.image),
+    };
     cmd.args(uml_cmdline(spec));
     // UML's memory is a file in TMPDIR: keep it off the disk.
     if Path::new("/dev/shm").is_dir() {
@@ -505,6 +518,14 @@ fn run_uml(p: &Prepared, spec: &RunSpec) -> Result<Got> {
     Ok(got)
 }
 
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Writes the cases as the initramfs has them (`dir/cases/<name>.yaml` and the catalogue
 /// marker), so the harness inside a runtime names every case as the host does.
 pub fn write_case_tree(dir: &Path, cases: &[pvmtest::runner::Found]) -> Result<PathBuf> {
@@ -526,9 +547,83 @@ pub fn write_case_tree(dir: &Path, cases: &[pvmtest::runner::Found]) -> Result<P
     Ok(root)
 }
 
+/// The file in a run's scratch directory that names the process owning it: `PID STARTTIME`.
+pub const OWNER_FILE: &str = "owner";
+
+/// `PID STARTTIME` of `pid` (field 22 of /proc/PID/stat), which no later process with the
+/// same pid shares.
+fn process_identity(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let start = rest.split_whitespace().nth(19)?;
+    Some(format!("{pid} {start}"))
+}
+
+/// Marks `dir` as this process's scratch directory (see [`sweep_stale`]).
+pub fn claim(dir: &Path) -> Result<()> {
+    let me = process_identity(std::process::id())
+        .ok_or_else(|| Error::new("cannot read /proc/self/stat (is /proc mounted?)"))?;
+    std::fs::write(dir.join(OWNER_FILE), me)
+        .map_err(|e| Error::new(format!("{}: {e}", dir.display())))
+}
+
+/// Removes the scratch directories (`kernel-matrix-*` in `tmp`) of runs that were killed
+/// before they could clean up (SIGKILL; a signal handler only kills the processes): runsc
+/// state, UML's uml_dir, logs. Only directories with an [`OWNER_FILE`] whose process is gone
+/// are touched. Returns how many were removed.
+pub fn sweep_stale(tmp: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("kernel-matrix-")
+        {
+            continue;
+        }
+        let Ok(owner) = std::fs::read_to_string(e.path().join(OWNER_FILE)) else {
+            continue;
+        };
+        let alive = owner
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(process_identity)
+            .is_some_and(|now| now == owner.trim());
+        if !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_scratch_directories_are_swept_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mk = |name: &str, owner: Option<&str>| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir_all(d.join("rt-x/runsc-state")).unwrap();
+            if let Some(o) = owner {
+                std::fs::write(d.join(OWNER_FILE), o).unwrap();
+            }
+            d
+        };
+        let live = mk("kernel-matrix-live", None);
+        claim(&live).unwrap();
+        // pid 1 exists but did not start at time 1; an unknown pid does not exist.
+        let dead = mk("kernel-matrix-dead", Some("1 1"));
+        let gone = mk("kernel-matrix-gone", Some("4194305 7"));
+        let foreign = mk("kernel-matrix-foreign", None);
+        let other = mk("other-dir", Some("4194305 7"));
+        assert_eq!(sweep_stale(tmp.path()), 2);
+        assert!(live.is_dir() && foreign.is_dir() && other.is_dir());
+        assert!(!dead.exists() && !gone.exists());
+    }
 
     #[test]
     fn builtin_lists_four_runtimes() {

@@ -240,7 +240,10 @@ fn killed_mid_run_leaves_nothing(id: &str, program: &str, kill_arg: &str, signal
         return skip(&test, &format!("{id} cannot be fetched: {why}"));
     }
     let tag = format!("{test}-{}", std::process::id());
+    // Its own TMPDIR, to see the scratch directory the killed run leaves.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = km(&tag)
+        .env("TMPDIR", tmp.path())
         .args(["run", "--kernel", id])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -268,6 +271,27 @@ fn killed_mid_run_leaves_nothing(id: &str, program: &str, kill_arg: &str, signal
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // No handler can remove the scratch directory (runsc's state, UML's uml_dir) on SIGKILL;
+    // the next run does.
+    let scratch = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("kernel-matrix-"))
+            .collect()
+    };
+    assert_eq!(scratch().len(), 1, "{:?}", scratch());
+    let st = km(&tag)
+        .env("TMPDIR", tmp.path())
+        .args(["run", "--kernel", id, "--filter", "einval/flags_1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.code().is_some(), "{st:?}");
+    assert!(scratch().is_empty(), "not swept: {:?}", scratch());
 }
 
 #[test]
