@@ -29,6 +29,20 @@ pub enum SkipBy {
 pub struct Unmet {
     pub reason: String,
     pub by: SkipBy,
+    /// Set when the system lacks what the case needs (a feature, a set-up step, an address),
+    /// as opposed to a case written for other kernel versions or another Yama scope.
+    pub unsupported: Option<Unsupported>,
+}
+
+/// Why a skipped case could not run, for a conformance report that counts what a kernel or
+/// runtime lacks apart from its divergences (`"unsupported"` in the JSON results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unsupported {
+    /// The call under test gave ENOSYS.
+    NotImplemented,
+    /// A feature, a set-up step or an address the case needs is missing here.
+    Feature,
 }
 
 /// Why a case cannot run here, or `None` when it can.
@@ -58,14 +72,33 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
         Some(Unmet {
             reason,
             by: SkipBy::Kernel,
+            unsupported: None,
+        })
+    };
+    let lacks = |reason: String| {
+        Some(Unmet {
+            reason,
+            by: SkipBy::Kernel,
+            unsupported: Some(Unsupported::Feature),
         })
     };
     let machine = |reason: String| {
         Some(Unmet {
             reason,
             by: SkipBy::Machine,
+            unsupported: None,
         })
     };
+    if facts.page_size != crate::expr::PAGE {
+        return lacks(format!(
+            "needs {} KiB pages (every layout is written in them), this system has {} KiB",
+            crate::expr::PAGE / 1024,
+            facts.page_size / 1024
+        ));
+    }
+    if let Some(why) = &plan.unplaceable {
+        return lacks(format!("needs {why}"));
+    }
     let v = (facts.version.0, facts.version.1);
     if let Some(min) = r.min_kernel {
         if v < min {
@@ -97,7 +130,7 @@ fn unmet(plan: &Plan, facts: &Facts, harness: bool) -> Option<Unmet> {
     if let Some((_, (_, what))) =
         unmet_features().find(|(f, _)| feature_by(**f, facts) == SkipBy::Kernel)
     {
-        return kernel(format!("needs {what}"));
+        return lacks(format!("needs {what}"));
     }
     if harness && r.root && !facts.is_root() {
         return machine("needs root (run as uid 0)".into());
@@ -132,7 +165,11 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
     match f {
         Feature::Compat => (
             facts.compat,
-            "the int 0x80 compat entry (CONFIG_IA32_EMULATION)",
+            if facts.int80 == crate::sys::Int80::Table64 {
+                "the int 0x80 compat entry (here int 0x80 runs the 64-bit syscall table: there is no compat entry)"
+            } else {
+                "the int 0x80 compat entry (CONFIG_IA32_EMULATION)"
+            },
         ),
         Feature::Thp => (facts.thp, "transparent huge pages"),
         Feature::Memfd => (facts.memfd, "memfd_create"),
@@ -152,6 +189,10 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
         ),
         Feature::GuardPages => (facts.guard_pages, "MADV_GUARD_INSTALL (6.13+)"),
         Feature::Mseal => (facts.mseal, "mseal (6.10+)"),
+        Feature::Aio if facts.aio && !aio_rings_fit(plan, facts) => (
+            false,
+            "io_setup to make a Linux [aio] ring of the case's size (32-byte header, 32 + 32 x events bytes, the events rounded up by the possible CPUs; fs/aio.c aio_setup_ring)",
+        ),
         Feature::Aio => (
             facts.aio,
             "io_setup (CONFIG_AIO, and room under fs.aio-max-nr)",
@@ -179,6 +220,15 @@ fn feature(f: Feature, plan: &Plan, facts: &Facts) -> (bool, &'static str) {
             "a [vvar_vclock] mapping (the generic vDSO datastore, newer than 6.12)",
         ),
     }
+}
+
+/// Every `aio_ring` region of the plan has the length of the ring io_setup makes here.
+fn aio_rings_fit(plan: &Plan, facts: &Facts) -> bool {
+    plan.target_regions
+        .iter()
+        .chain(&plan.caller_regions)
+        .filter(|r| r.kind == crate::case::RegionKind::AioRing)
+        .all(|r| r.len == facts.aio_ring_len)
 }
 
 /// What decides whether a missing feature is missing: the kernel's series and build (boot
@@ -684,6 +734,49 @@ mod tests {
         f.creds.permitted = CapSet(0);
         f.creds.effective = CapSet(0);
         f
+    }
+
+    /// What a runtime lacks is a skip marked unsupported, with the reason its probe found;
+    /// a version gate is not.
+    #[test]
+    fn runtime_lacks_are_unsupported() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+        let compat = crate::runner::load(&dir.join("compat/basic_readv.yaml")).unwrap();
+        let mut f = Facts::example((6, 12, 0));
+        f.compat = false;
+        f.int80 = crate::sys::Int80::Table64;
+        let u = unmet_here(&compat, &f).unwrap();
+        assert!(
+            u.reason.contains("int 0x80 runs the 64-bit syscall table"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(u.unsupported, Some(Unsupported::Feature));
+        f.int80 = crate::sys::Int80::Absent;
+        let u = unmet_here(&compat, &f).unwrap();
+        assert!(
+            u.reason.ends_with("(CONFIG_IA32_EMULATION)"),
+            "{}",
+            u.reason
+        );
+        // 64 KiB pages: nothing runs.
+        let mut f = Facts::example((6, 12, 0));
+        f.page_size = 65536;
+        let u = unmet_here(&compat, &f).unwrap();
+        assert!(u.reason.starts_with("needs 4 KiB pages"), "{}", u.reason);
+        // A version gate is a skip, not something the system lacks.
+        let gated =
+            crate::runner::load(&dir.join("einval/local_negative_then_unreadable_6_4.yaml"))
+                .unwrap();
+        let u = unmet_here(&gated, &Facts::example((6, 1, 0))).unwrap();
+        assert_eq!(u.unsupported, None);
+        // An [aio] ring that is not Linux's (gVisor): the aio cases skip.
+        let aio = crate::runner::load(&dir.join("special/aio_ring_readv.yaml")).unwrap();
+        let mut f = Facts::example((6, 12, 0));
+        assert!(unmet_here(&aio, &f).is_none());
+        f.aio_ring_len = 0;
+        let u = unmet_here(&aio, &f).unwrap();
+        assert!(u.reason.contains("Linux [aio] ring"), "{}", u.reason);
     }
 
     #[test]

@@ -19,20 +19,32 @@ pub struct Facts {
     /// follows.
     pub reference: Option<String>,
     pub arch: String,
-    /// Highest user address + 1 as `access_ok` sees it (TASK_SIZE_MAX): 47- or 56-bit.
+    /// Highest user address + 1 as `access_ok` sees it (TASK_SIZE_MAX): probed as the top
+    /// of the user address space ([`crate::sys::user_top`]), so it is 47- or 56-bit on x86-64
+    /// and whatever a runtime has (User-mode Linux: 0x7f_c000_0000); from cpuinfo's `la57`
+    /// only when the probe fails. Native layouts are placed below it
+    /// ([`crate::plan::native_windows`]).
     pub task_size_max: u64,
+    /// The page size (`sysconf(_SC_PAGESIZE)`); cases are written for 4096.
+    pub page_size: u64,
     /// The CPU has protection keys, so exec-only memory is unreadable even by the kernel.
     pub pku: bool,
     /// The harness's own credentials: the caller's and the target's unless a case changes them.
     pub creds: Credentials,
     /// `/proc/sys/kernel/yama/ptrace_scope`, or `None` without Yama.
     pub yama_scope: Option<u8>,
+    /// `int 0x80` reaches the ia32 compat entry (`int80` is [`crate::sys::Int80::Ia32`]).
     pub compat: bool,
+    /// What `int 0x80` reaches ([`crate::sys::int80_probe`]).
+    pub int80: crate::sys::Int80,
     pub thp: bool,
     pub memfd: bool,
     pub pidns: bool,
     /// `io_setup(2)` works.
     pub aio: bool,
+    /// The length of the `[aio]` ring of a one-event context, 0 when it is not laid out as
+    /// Linux's ([`crate::sys::aio_ring_len`]).
+    pub aio_ring_len: u64,
     /// A process without capabilities can create a user namespace.
     pub userns: bool,
     pub kthreadd: bool,
@@ -89,6 +101,18 @@ fn maps_span(maps: &str, name: &str) -> Option<Span> {
         start,
         len: end - start,
     })
+}
+
+/// The end of the highest mapping in a `/proc/<pid>/maps` text below the kernel half (the
+/// vsyscall page is not user memory).
+fn highest_user_end(maps: &str) -> Option<u64> {
+    maps.lines()
+        .filter_map(|l| {
+            let (_, b) = l.split_whitespace().next()?.split_once('-')?;
+            u64::from_str_radix(b, 16).ok()
+        })
+        .filter(|&end| end < 1 << 63)
+        .max()
 }
 
 /// The `vsyscall=` boot mode as /proc/self/maps shows it.
@@ -205,6 +229,7 @@ impl Facts {
             reference: None,
             arch: "x86_64".into(),
             task_size_max: 0x7fff_ffff_f000,
+            page_size: 4096,
             pku: false,
             creds: Credentials {
                 ids: Ids::default(),
@@ -213,11 +238,13 @@ impl Facts {
             },
             yama_scope: None,
             compat: true,
+            int80: crate::sys::Int80::Ia32,
             thp: true,
             memfd: true,
             pidns: true,
             userns: true,
             aio: true,
+            aio_ring_len: 4096,
             kthreadd: true,
             pid_max: 4_194_304,
             secretmem: true,
@@ -333,6 +360,19 @@ impl Facts {
         };
         let cap_effective = CapSet(hex("CapEff:"));
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let int80 = crate::sys::int80_probe();
+        let aio_ring_len = crate::sys::aio_ring_len();
+        let task_size_max = crate::sys::user_top(highest_user_end(&maps).unwrap_or_else(|| {
+            // Without /proc: the stack is near the top of user space on every layout.
+            let here = 0u8;
+            std::ptr::addr_of!(here) as u64 + 4096
+        }))
+        .unwrap_or(if flags.contains(&"la57") {
+            0x00ff_ffff_ffff_f000
+        } else {
+            0x7fff_ffff_f000
+        });
+        let page_size = crate::sys::page_size();
         let thp = read_trim("/sys/kernel/mm/transparent_hugepage/enabled")
             .is_some_and(|s| !s.contains("[never]"));
         Facts {
@@ -340,11 +380,8 @@ impl Facts {
             version,
             reference: chosen.map(|v| format!("{}.{}.{}", v.0, v.1, v.2)),
             arch,
-            task_size_max: if flags.contains(&"la57") {
-                0x00ff_ffff_ffff_f000
-            } else {
-                0x7fff_ffff_f000
-            },
+            task_size_max,
+            page_size,
             pku: flags.contains(&"pku") && flags.contains(&"ospke"),
             creds: Credentials {
                 ids: Ids {
@@ -360,12 +397,14 @@ impl Facts {
             },
             yama_scope: read_trim("/proc/sys/kernel/yama/ptrace_scope")
                 .and_then(|s| s.parse().ok()),
-            compat: crate::sys::compat_available(),
+            compat: int80 == crate::sys::Int80::Ia32,
+            int80,
             thp,
             memfd: crate::sys::memfd_available(),
             pidns: cap_effective.has(crate::caps::SYS_ADMIN),
             userns: crate::sys::userns_available(),
-            aio: crate::sys::aio_available(),
+            aio: aio_ring_len.is_some(),
+            aio_ring_len: aio_ring_len.unwrap_or(0),
             kthreadd: read_trim("/proc/2/comm").as_deref() == Some("kthreadd"),
             pid_max: read_trim("/proc/sys/kernel/pid_max")
                 .and_then(|s| s.parse().ok())
@@ -468,6 +507,35 @@ mod tests {
         assert_eq!(maps_span(maps, "vsyscall"), None);
         let json = serde_json::to_string(&maps_span(maps, "vdso")).unwrap();
         assert_eq!(json, r#"{"pages":2}"#);
+    }
+
+    #[test]
+    fn highest_mapping() {
+        // User-mode Linux's init: user space ends at 0x7f_c000_0000.
+        let uml = "00400000-00500000 r-xp 00000000 00:0f 1 /init\n\
+                   7fbfebf000-7fbfee0000 rw-p 00000000 00:00 0 [stack]\n\
+                   7fbffff000-7fc0000000 r-xp 00000000 00:00 0 [vdso]\n";
+        assert_eq!(highest_user_end(uml), Some(0x7f_c000_0000));
+        let x86 = "7ffd1000-7ffd2000 r-xp 0 0:0 0 [vdso]\n\
+                   ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]\n";
+        assert_eq!(highest_user_end(x86), Some(0x7ffd_2000));
+        assert_eq!(highest_user_end(""), None);
+    }
+
+    #[test]
+    fn user_top_is_probed() {
+        // This host: 47- or 56-bit x86-64 (the probe agrees with cpuinfo here), and never
+        // below the mappings that exist.
+        let f = Facts::detect();
+        assert!(
+            [0x7fff_ffff_f000, 0x00ff_ffff_ffff_f000].contains(&f.task_size_max),
+            "{:#x}",
+            f.task_size_max
+        );
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let high = highest_user_end(&maps).unwrap();
+        assert_eq!(crate::sys::user_top(high), Some(f.task_size_max));
+        assert_eq!(f.page_size, 4096);
     }
 
     #[test]

@@ -335,6 +335,13 @@ pub struct Plan {
     /// The case's `race` section, validated ([`crate::race::resolve`]); `None` for a case
     /// run once against an undisturbed target.
     pub race: Option<crate::race::Race>,
+    /// The ranges the layout lies in, target side then caller side (`(start, len)`): the
+    /// [`reserved_ranges`] of a 47-bit x86-64 address space when built, those of the running
+    /// system once bound ([`Plan::bind`] moves the layout there).
+    pub windows: [(u64, u64); 2],
+    /// Set by [`Plan::bind`] when the layout cannot keep its meaning in this system's address
+    /// space: why (the case skips with it).
+    pub unplaceable: Option<String>,
 }
 
 impl Plan {
@@ -342,10 +349,14 @@ impl Plan {
     /// facts (and the iovec arrays re-encoded). Plans that name none are returned as they are.
     /// A special mapping the facts lack leaves its placeholder (the case is skipped anyway).
     pub fn bind(&self, facts: &Facts) -> Cow<'_, Plan> {
-        if self.specials.is_empty() {
+        let windows = reserved_ranges(self.call.entry, facts.task_size_max);
+        if self.specials.is_empty() && windows == self.windows {
             return Cow::Borrowed(self);
         }
         let mut p = self.clone();
+        if windows != p.windows {
+            p.relocate(windows, facts.task_size_max);
+        }
         let map = |v: u64| match Special::of_placeholder(v) {
             Some((s, d)) => facts
                 .special(s)
@@ -363,11 +374,109 @@ impl Plan {
             };
             a.bytes = encode_iovs(list, p.call.entry);
         }
-        p.special_regions = Special::ALL
-            .into_iter()
-            .filter_map(|s| facts.special(s).map(|span| s.region(span)))
-            .collect();
+        if !p.specials.is_empty() {
+            p.special_regions = Special::ALL
+                .into_iter()
+                .filter_map(|s| facts.special(s).map(|span| s.region(span)))
+                .collect();
+        }
         Cow::Owned(p)
+    }
+
+    /// Moves the layout from [`Plan::windows`] to `to` (an address space whose user part
+    /// ends at `top`). Every address the plan derived from a side's base (regions, growth
+    /// windows, landmarks, iovec bases, the arrays and their pointers) keeps its offset into
+    /// that side; every other address (`null`, `kernel`, an offset that left both sides) keeps
+    /// its value. Where that changes what an address is — an offset the smaller side cannot
+    /// hold, or a user address of the 47-bit layout that lies above `top` here — the plan is
+    /// marked [`Plan::unplaceable`]. The iovec arrays are re-encoded by [`Plan::bind`].
+    fn relocate(&mut self, to: [(u64, u64); 2], top: u64) {
+        let from = self.windows;
+        let sides = ["target", "caller"];
+        // The moved address, and why its meaning is lost. `len`: the bytes from `v` that must
+        // stay inside the same side.
+        let map = |v: u64, len: u64, what: &dyn Fn() -> String| -> (u64, Option<String>) {
+            for i in 0..2 {
+                let ((ob, os), (nb, ns)) = (from[i], to[i]);
+                if v >= ob && v - ob < os {
+                    let off = v - ob;
+                    let lost = (off.saturating_add(len) > ns).then(|| {
+                        format!(
+                            "an address this system cannot map: {} lies {off:#x} bytes into the {} layout, whose range here holds {ns:#x} (top of user space {top:#x})",
+                            what(),
+                            sides[i]
+                        )
+                    });
+                    return (nb.wrapping_add(off), lost);
+                }
+            }
+            let lost = (v >= top && v < X86_64_TASK_SIZE).then(|| {
+                format!(
+                    "an address this system cannot map: {} is the user address {v:#x}, above this system's top of user space {top:#x}",
+                    what()
+                )
+            });
+            (v, lost)
+        };
+        let mut problem: Option<String> = None;
+        let mut take = |(v, lost): (u64, Option<String>)| {
+            if let Some(p) = lost {
+                problem.get_or_insert(p);
+            }
+            v
+        };
+        for r in self
+            .target_regions
+            .iter_mut()
+            .chain(self.caller_regions.iter_mut())
+            .chain(self.stack_windows.iter_mut())
+        {
+            let name = r.name.clone();
+            r.start = take(map(r.start, r.len, &|| format!("region `{name}`")));
+        }
+        for (name, v) in &mut self.landmarks {
+            let n = *name;
+            *v = take(map(*v, 0, &|| format!("`{n}`")));
+        }
+        for a in &mut self.arrays {
+            let n = a.name;
+            a.map_start = take(map(a.map_start, a.map_len, &|| format!("the {n} array")));
+            a.addr = take(map(a.addr, 0, &|| format!("the {n} array")));
+        }
+        let c = &mut self.call;
+        for (field, list, groups) in [
+            ("call.local", &mut c.local, &c.local_groups),
+            ("call.remote", &mut c.remote, &c.remote_groups),
+        ] {
+            for iov in list.iter_mut() {
+                let shown = iov.clone();
+                let what = || format!("{field} `{}`", shown.label(groups));
+                let old = iov.base;
+                iov.base = take(map(old, 0, &what));
+                // Where the range ends matters too: one that stays inside its side on x86-64
+                // must do so here, and one that ends in (or beyond) user space there must
+                // end in (or beyond) it here.
+                let len = iov.len;
+                let inside = |b: u64, (wb, ws): (u64, u64)| {
+                    b >= wb && b - wb < ws && (b - wb).saturating_add(len) <= ws
+                };
+                let user_end = |b: u64, top: u64| b.checked_add(len).is_some_and(|e| e <= top);
+                let lost = ((0..2).any(|i| inside(old, from[i]))
+                    && !(0..2).any(|i| inside(iov.base, to[i]))
+                    || user_end(old, X86_64_TASK_SIZE) != user_end(iov.base, top))
+                .then(|| {
+                    format!(
+                        "an address this system cannot map: {} ends {len:#x} bytes further, which its user address space (top {top:#x}) cannot place as x86-64's",
+                        what()
+                    )
+                });
+                take((0, lost));
+            }
+        }
+        c.lvec = take(map(c.lvec, 0, &|| "lvec".to_string()));
+        c.rvec = take(map(c.rvec, 0, &|| "rvec".to_string()));
+        self.windows = to;
+        self.unplaceable = problem;
     }
     /// Target regions live in the caller's own address space for these kinds.
     pub fn target_shares_caller_mm(&self) -> bool {
@@ -472,14 +581,39 @@ fn creds(field: &str, c: &CredSpec) -> Result<Creds, PlanError> {
     })
 }
 
-/// The address ranges a plan for `entry` places its regions and arrays in, as (start, len),
-/// target side then caller side. The model takes everything there that the plan does not map
-/// to be unmapped.
-pub fn reserved_ranges(entry: Entry) -> [(u64, u64); 2] {
-    [
-        side_bases(entry, Side::Target),
-        side_bases(entry, Side::Caller),
-    ]
+/// TASK_SIZE_MAX of x86-64 with 4-level paging: the address space the layout is written
+/// for (a user address of a case means one below it).
+pub const X86_64_TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+/// The address ranges a plan for `entry` places its regions and arrays in on a system whose
+/// user space ends at `top`, as (start, len), target side then caller side. The model takes
+/// everything there that the plan does not map to be unmapped.
+pub fn reserved_ranges(entry: Entry, top: u64) -> [(u64, u64); 2] {
+    match entry {
+        Entry::Native => native_windows(top),
+        Entry::Compat => [
+            side_bases(entry, Side::Target),
+            side_bases(entry, Side::Caller),
+        ],
+    }
+}
+
+/// Where native layouts go below `top`: the fixed 8 TiB ranges at 32 and 48 TiB when the
+/// address space has room above them (x86-64 has 128 TiB or more), otherwise (User-mode
+/// Linux's 511 GiB) two ranges of an eighth of it each, at one and three eighths, aligned
+/// so that every 2 MiB (and 1 GiB) boundary of a layout stays one: below the runtime's
+/// executable, heap, mmap area and stack, which live in the upper half.
+pub fn native_windows(top: u64) -> [(u64, u64); 2] {
+    let default = [
+        (NATIVE_TARGET_BASE, NATIVE_SPAN),
+        (NATIVE_CALLER_BASE, NATIVE_SPAN),
+    ];
+    if top >= 2 * NATIVE_CALLER_BASE {
+        return default;
+    }
+    let align = if top >= 16 << 30 { 1 << 30 } else { THP_ALIGN };
+    let span = top / 8 / align * align;
+    [(span, span), (3 * span, span)]
 }
 
 fn side_bases(entry: Entry, side: Side) -> (u64, u64) {
@@ -1336,5 +1470,158 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
         specials,
         special_regions: Vec::new(),
         race: None,
+        windows: reserved_ranges(entry, X86_64_TASK_SIZE),
+        unplaceable: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UML_TOP: u64 = 0x7f_c000_0000;
+
+    fn plan(yaml: &str) -> Plan {
+        crate::runner::load_str("t.yaml", "t/t", yaml).unwrap()
+    }
+
+    fn facts_with_top(top: u64) -> Facts {
+        Facts {
+            task_size_max: top,
+            ..Facts::example((6, 1, 0))
+        }
+    }
+
+    /// The catalogue under User-mode Linux's 511 GiB: every case keeps its meaning but those
+    /// whose addresses need x86-64's larger space.
+    #[test]
+    fn the_catalogue_fits_a_small_address_space() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+        let (plans, bad) = crate::runner::load_all(&[dir], &mut |_| {}).unwrap();
+        assert_eq!(bad, 0);
+        let uml = facts_with_top(UML_TOP);
+        let mut lost: Vec<String> = plans
+            .iter()
+            .filter(|p| p.bind(&uml).unplaceable.is_some())
+            .map(|p| p.id.clone())
+            .collect();
+        lost.sort();
+        assert_eq!(lost, UNPLACEABLE_IN_UML, "{lost:#?}");
+        let x86 = facts_with_top(X86_64_TASK_SIZE);
+        assert!(plans.iter().all(|p| p.bind(&x86).unplaceable.is_none()));
+    }
+
+    /// Both pin that `buf + 2^40` is still below TASK_SIZE_MAX (access_ok passes).
+    const UNPLACEABLE_IN_UML: &[&str] = &[
+        "max_rw/huge_local_total_small_remote",
+        "max_rw/single_huge_iovec_local_fault",
+    ];
+
+    #[test]
+    fn windows_fit_the_address_space() {
+        let default = [
+            (NATIVE_TARGET_BASE, NATIVE_SPAN),
+            (NATIVE_CALLER_BASE, NATIVE_SPAN),
+        ];
+        assert_eq!(native_windows(X86_64_TASK_SIZE), default);
+        assert_eq!(native_windows(0x00ff_ffff_ffff_f000), default);
+        let [(tb, ts), (cb, cs)] = native_windows(UML_TOP);
+        assert_eq!((tb, ts, cb, cs), (63 << 30, 63 << 30, 189 << 30, 63 << 30));
+        // A small fake top: 2 MiB alignment, still inside and disjoint.
+        let [(tb, ts), (cb, cs)] = native_windows(1 << 30);
+        assert_eq!((tb % THP_ALIGN, ts, cb), (0, 128 << 20, 384 << 20));
+        assert!(tb + ts <= cb && cb + cs <= 1 << 30);
+        // Compat layouts never move.
+        assert_eq!(
+            reserved_ranges(Entry::Compat, UML_TOP),
+            reserved_ranges(Entry::Compat, X86_64_TASK_SIZE)
+        );
+    }
+
+    const GROWS: &str = "description: d\nrequires: {features: [thp]}\ntarget:\n  regions: [{name: low, pages: 2}, {name: stack, kind: growsdown, pages: 4, at: 600}]\ncaller:\n  regions: [{name: buf, pages: 2, kind: thp, at: 1}, {name: out, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 4096}, {base: out+8, len: 8}]\n  remote: [{base: stack-4096, len: 4096}, {base: low+4096, len: 16}]\n";
+
+    #[test]
+    fn layouts_move_below_a_small_top_keeping_offsets() {
+        let p = plan(GROWS);
+        let small = facts_with_top(UML_TOP);
+        let b = p.bind(&small).into_owned();
+        assert_eq!(b.unplaceable, None);
+        assert_eq!(b.windows, native_windows(UML_TOP));
+        let [(tb, _), (cb, _)] = b.windows;
+        let [(otb, _), (ocb, _)] = p.windows;
+        for (o, n) in p.target_regions.iter().zip(&b.target_regions) {
+            assert_eq!(n.start - tb, o.start - otb, "{}", n.name);
+        }
+        for (o, n) in p.caller_regions.iter().zip(&b.caller_regions) {
+            assert_eq!(n.start - cb, o.start - ocb, "{}", n.name);
+            assert!(n.end() < UML_TOP);
+        }
+        // THP alignment survives the move.
+        assert_eq!(b.region(Side::Caller, "buf").unwrap().start % THP_ALIGN, 0);
+        assert_eq!(
+            b.stack_windows[0].start - tb,
+            p.stack_windows[0].start - otb
+        );
+        assert_eq!(
+            b.call.remote[0].base,
+            b.region(Side::Target, "stack").unwrap().start - PAGE
+        );
+        assert_eq!(
+            b.call.local[1].base,
+            b.region(Side::Caller, "out").unwrap().start + 8
+        );
+        // The arrays hold the moved bases, and the call points at them.
+        let lvec = b.arrays.iter().find(|a| a.name == "lvec").unwrap();
+        assert_eq!(b.call.lvec, lvec.addr);
+        assert_eq!(lvec.bytes, encode_iovs(&b.call.local, Entry::Native));
+        assert!(lvec.addr > cb && lvec.addr < cb + (1 << 30));
+        for (name, v) in &b.landmarks {
+            assert!(*v < UML_TOP, "{name}");
+        }
+        // Binding again changes nothing; on a 47-bit system nothing moves at all.
+        assert_eq!(*b.bind(&small), b);
+        assert!(matches!(
+            p.bind(&facts_with_top(X86_64_TASK_SIZE)),
+            Cow::Borrowed(_)
+        ));
+        // The model gives the same answer in both address spaces.
+        let x86 = facts_with_top(X86_64_TASK_SIZE);
+        let (a, z) = (
+            crate::model::predict(&p, &x86),
+            crate::model::predict(&p, &small),
+        );
+        assert_eq!((a.result, a.decided_by), (z.result, z.decided_by));
+    }
+
+    #[test]
+    fn an_offset_the_small_space_cannot_hold_is_unplaceable() {
+        // 1 TiB past `data`: inside the 8 TiB target range of x86-64, beyond UML's 63 GiB.
+        let far = plan("description: d\ntarget:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 8}]\n  remote: [{base: data+0x10000000000, len: 8}]\n");
+        let b = far.bind(&facts_with_top(UML_TOP)).into_owned();
+        let why = b.unplaceable.clone().expect("unplaceable");
+        assert!(why.contains("call.remote `data+0x10000000000`"), "{why}");
+        assert!(why.contains("0x7fc0000000"), "{why}");
+        let reason = crate::check::unmet_here(&b, &facts_with_top(UML_TOP))
+            .unwrap()
+            .reason;
+        assert!(
+            reason.starts_with("needs an address this system cannot map"),
+            "{reason}"
+        );
+        // A user address outside both ranges that lies above the small top.
+        let high = plan("description: d\ntarget:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 8}]\n  remote: [{base: data-0x100000000000, len: 8}]\n");
+        let why = high.bind(&facts_with_top(UML_TOP)).into_owned().unplaceable;
+        assert!(why.is_some_and(|w| w.contains("above this system's top")));
+        // A range that ends inside user space on x86-64 but beyond it here (1 TiB long).
+        let long = plan("description: d\ntarget:\n  regions: [{name: data, pages: 1}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: buf, len: 0x10000000000}]\n  remote: [{base: data, len: 8}]\n");
+        let why = long.bind(&facts_with_top(UML_TOP)).into_owned().unplaceable;
+        assert!(
+            why.is_some_and(|w| w.contains("call.local `buf` ends 0x10000000000 bytes further"))
+        );
+        // `kernel` stays `kernel`: not a user address anywhere.
+        let k = plan(&GROWS.replace("base: low+4096", "base: kernel"));
+        let b = k.bind(&facts_with_top(UML_TOP)).into_owned();
+        assert_eq!(b.unplaceable, None);
+        assert_eq!(b.call.remote[1].base, KERNEL);
+    }
 }

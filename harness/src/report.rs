@@ -158,6 +158,7 @@ pub fn json_result(r: &CaseResult) -> serde_json::Value {
         "status": r.status,
         "reason": r.reason,
         "skip_by": r.skip_by,
+        "unsupported": r.unsupported,
         "expected": r.prediction.as_ref().map(|p| p.result_string()),
         "observed": r.observed.map(result_string),
         "decided_by": r.prediction.as_ref().map(|p| p.decided_by),

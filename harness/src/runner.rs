@@ -250,6 +250,8 @@ pub struct CaseResult {
     pub reason: Option<String>,
     /// For a skip: whether the kernel or this machine decided it (check::SkipBy).
     pub skip_by: Option<check::SkipBy>,
+    /// For a skip: set when this system lacks what the case needs (check::Unsupported).
+    pub unsupported: Option<check::Unsupported>,
     pub prediction: Option<Prediction>,
     pub observed: Option<Result<u64, i32>>,
     pub pid: Option<i32>,
@@ -261,11 +263,16 @@ pub struct CaseResult {
 /// Runs one validated case on the running kernel.
 pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
     let start = Instant::now();
+    // Laid out in this system's address space (and its special mappings named): the model,
+    // the requirements and every executor see the same addresses.
+    let bound = plan.bind(facts);
+    let plan: &Plan = &bound;
     let mut res = CaseResult {
         plan: plan.clone(),
         status: Status::Skip,
         reason: None,
         skip_by: None,
+        unsupported: None,
         prediction: None,
         observed: None,
         pid: None,
@@ -277,6 +284,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
     if let Some(u) = check::unmet_here(plan, facts) {
         res.reason = Some(u.reason);
         res.skip_by = Some(u.by);
+        res.unsupported = u.unsupported;
         res.duration = start.elapsed();
         return res;
     }
@@ -299,6 +307,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         if let Some(out) = guarded(&mut res, || exec::race::execute(plan, race, facts, opts)) {
             res.race = Some(out.report);
             match out.failure {
+                Some((r, _)) if not_implemented(&mut res, plan, r) => {}
                 None => res.status = Status::Pass,
                 Some((r, why)) => {
                     res.status = Status::Fail;
@@ -312,6 +321,7 @@ pub fn run_case(plan: &Plan, facts: &Facts, opts: &Options) -> CaseResult {
         res.pid = Some(obs.pid);
         match check::compare(plan, &pred, &obs) {
             Ok(()) => res.status = Status::Pass,
+            Err(_) if not_implemented(&mut res, plan, obs.result) => {}
             Err(e) => {
                 res.status = Status::Fail;
                 res.reason = Some(e);
@@ -337,9 +347,41 @@ fn guarded<T>(res: &mut CaseResult, f: impl FnOnce() -> Result<T, String>) -> Op
             format!("harness panicked: {msg}")
         }
     };
-    res.status = Status::Broken;
-    res.reason = Some(reason);
+    match reason.strip_prefix(exec::UNSUPPORTED) {
+        Some(why) => {
+            res.status = Status::Skip;
+            res.skip_by = Some(check::SkipBy::Kernel);
+            res.unsupported = Some(check::Unsupported::Feature);
+            res.reason = Some(why.to_string());
+        }
+        None => {
+            res.status = Status::Broken;
+            res.reason = Some(reason);
+        }
+    }
     None
+}
+
+/// A call that gives ENOSYS where Linux gives something else: the kernel or runtime does not
+/// implement it (CONFIG_CROSS_MEMORY_ATTACH=n; gVisor before 2023, qemu-user). That is no
+/// divergence of the call's rules to judge: the case skips, saying so.
+fn not_implemented(res: &mut CaseResult, plan: &Plan, observed: Result<u64, i32>) -> bool {
+    let predicted = res.prediction.as_ref().map(|p| p.result);
+    if observed != Err(libc::ENOSYS) || predicted == Some(Err(libc::ENOSYS)) {
+        return false;
+    }
+    let name = match plan.call.syscall {
+        crate::case::Syscall::Readv => "process_vm_readv",
+        crate::case::Syscall::Writev => "process_vm_writev",
+    };
+    res.status = Status::Skip;
+    res.skip_by = Some(check::SkipBy::Kernel);
+    res.unsupported = Some(check::Unsupported::NotImplemented);
+    res.observed = Some(observed);
+    res.reason = Some(format!(
+        "not implemented: {name} returned ENOSYS (a kernel without CONFIG_CROSS_MEMORY_ATTACH, or a runtime without the call)"
+    ));
+    true
 }
 
 /// Summary counts.

@@ -651,3 +651,73 @@ fn reference_chooses_the_rules() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// File-backed regions without O_TMPFILE (gVisor's /tmp refuses it): the harness falls back
+/// to a file unlinked at once from a private directory; the cases still pass and nothing is
+/// left in TMPDIR.
+#[test]
+fn file_regions_without_o_tmpfile() {
+    let tmp = scratch("no_tmpfile");
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+    let out = run(Command::new(BIN)
+        .env("PVMTEST_NO_O_TMPFILE", "1")
+        .env("TMPDIR", &tmp)
+        .args(["run", "--format", "json"])
+        .arg(cases.join("success/file_private.yaml"))
+        .arg(cases.join("writev/file_shared_writes_file.yaml")));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["pass"], 2, "{v}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A call that gives ENOSYS (a runtime without it, simulated by `PVMTEST_INJECT=enosys`) is
+/// "not implemented", a skip with that reason; the observed ENOSYS stays in the JSON.
+#[test]
+fn enosys_from_the_call_is_not_implemented() {
+    let d = scratch("enosys");
+    let f = write(&d, "good.yaml", GOOD);
+    let out = run(tagged("enosys")
+        .env("PVMTEST_INJECT", "enosys")
+        .args(["run", "--format", "json"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "skip", "{v}");
+    assert_eq!(r["skip_by"], "kernel", "{v}");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("not implemented: process_vm_readv returned ENOSYS"));
+    assert_eq!(r["observed"], "ENOSYS", "{v}");
+    assert_eq!(r["unsupported"], "not_implemented", "{v}");
+    assert_nothing_left("enosys");
+}
+
+/// A CLONE_VM target that is not the harness's child (gVisor ignores CLONE_PARENT; simulated
+/// by `PVMTEST_INJECT=no_clone_parent`) is a skip saying the runtime cannot express the case,
+/// not an ESRCH counted as a failure; the target is reaped.
+#[test]
+fn clone_parent_ignored_is_a_skip() {
+    let d = scratch("no_clone_parent");
+    let f = write(
+        &d,
+        "vm.yaml",
+        &GOOD.replace("target:\n", "target:\n  kind: clone_vm\n"),
+    );
+    let out = run(tagged("no_clone_parent")
+        .env("PVMTEST_INJECT", "no_clone_parent")
+        .args(["run", "--format", "json"])
+        .arg(&f));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "skip", "{v}");
+    assert!(r["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("the runtime cannot express a clone_vm target"));
+    assert_eq!(r["unsupported"], "feature", "{v}");
+    assert_nothing_left("no_clone_parent");
+}

@@ -24,6 +24,7 @@ use crate::facts::Facts;
 use crate::plan::{Plan, Region, Side};
 use proc::Child;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 /// Test hooks for the harness's own fault handling (`PVMTEST_INJECT`).
@@ -41,6 +42,12 @@ pub enum Inject {
     /// it moved more than a page: a made-up disagreement with the model, to try the fuzz →
     /// tmin → `import-crash` loop end to end (docs/FUZZING.md).
     Miscount,
+    /// The caller reports ENOSYS instead of making the call, as a kernel or runtime without
+    /// it would (the case must skip as "not implemented").
+    Enosys,
+    /// A `clone_vm` target is cloned without CLONE_PARENT, as gVisor does whatever the flag
+    /// (the case must skip: the runtime cannot express it).
+    NoCloneParent,
 }
 
 impl Inject {
@@ -50,6 +57,8 @@ impl Inject {
             Ok("caller_hang") => Inject::CallerHang,
             Ok("panic") => Inject::Panic,
             Ok("miscount") => Inject::Miscount,
+            Ok("enosys") => Inject::Enosys,
+            Ok("no_clone_parent") => Inject::NoCloneParent,
             _ => Inject::None,
         }
     }
@@ -117,16 +126,7 @@ fn make_file(r: &Region) -> Result<OwnedFd, String> {
             memfd_create(c"pvmtest-region", MFdFlags::empty())
                 .map_err(|e| format!("memfd_create: {e}"))?
         }
-        _ => {
-            let dir = std::env::temp_dir();
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags_tmpfile()
-                .open(&dir)
-                .map_err(|e| format!("O_TMPFILE in {}: {e}", dir.display()))?;
-            OwnedFd::from(f)
-        }
+        _ => OwnedFd::from(anonymous_file(&std::env::temp_dir())?),
     };
     let content = crate::pattern::initial_file(r);
     let file = std::fs::File::from(fd);
@@ -138,12 +138,58 @@ fn make_file(r: &Region) -> Result<OwnedFd, String> {
     Ok(OwnedFd::from(file))
 }
 
+/// A regular file with no name in `dir`, open for reading and writing: `O_TMPFILE`, or where
+/// the filesystem refuses that (gVisor's gofer gives EISDIR; EOPNOTSUPP on filesystems
+/// without tmpfile support) an ordinary file created in a fresh private (0700) directory and
+/// unlinked at once with its directory. `PVMTEST_NO_O_TMPFILE=1` forces the second way (a
+/// test hook).
+pub fn anonymous_file(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    anonymous_file_with(
+        dir,
+        std::env::var_os("PVMTEST_NO_O_TMPFILE").is_none_or(|v| v != "1"),
+    )
+}
+
+fn anonymous_file_with(dir: &std::path::Path, tmpfile: bool) -> Result<std::fs::File, String> {
+    if tmpfile {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags_tmpfile()
+            .open(dir)
+        {
+            Ok(f) => return Ok(f),
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EISDIR | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOENT)
+                ) =>
+            {
+                return Err(format!("O_TMPFILE in {}: {e}", dir.display()))
+            }
+            Err(_) => {}
+        }
+    }
+    let private = nix::unistd::mkdtemp(&dir.join("pvmtest.XXXXXX"))
+        .map_err(|e| format!("a private directory in {}: {e}", dir.display()))?;
+    let path = private.join("region");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    // Nameless from here on, whether the open worked or not.
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&private);
+    f.map_err(|e| format!("{}: {e}", path.display()))
+}
+
 trait TmpFile {
     fn custom_flags_tmpfile(&mut self) -> &mut Self;
 }
 impl TmpFile for std::fs::OpenOptions {
     fn custom_flags_tmpfile(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(libc::O_TMPFILE)
     }
 }
@@ -212,6 +258,64 @@ fn send_error(fd: RawFd, err: (i32, &'static str)) -> i32 {
     3
 }
 
+/// The prefix of an executor error that is not a harness failure but a set-up step this
+/// kernel or runtime cannot do, which Linux can: the case skips with the rest as its reason
+/// ([`crate::runner::run_case`]).
+pub const UNSUPPORTED: &str = "unsupported: ";
+
+/// Why a set-up step that failed with `errno` means "this system cannot express the case"
+/// rather than a broken harness, or `None`. Only failures Linux never gives for these steps
+/// qualify.
+pub fn unsupported(errno: i32, step: &str) -> Option<String> {
+    match (errno, step) {
+        (_, CLONE_PARENT_STEP) => Some(
+            "the runtime cannot express a clone_vm target: clone(CLONE_VM | CLONE_PARENT) did not make it the harness's child (CLONE_PARENT without CLONE_THREAD is ignored)".into(),
+        ),
+        (libc::ENOSYS, step) => Some(format!(
+            "the runtime does not implement {step} (ENOSYS), which the case's set-up needs"
+        )),
+        (libc::EINVAL, "clone") => Some(
+            "the runtime refuses clone() with the target's flags (EINVAL; Linux accepts them)"
+                .into(),
+        ),
+        (_, "io_setup: ring size differs") => Some(
+            "the runtime's io_setup makes an [aio] ring of another size than the case's".into(),
+        ),
+        _ => None,
+    }
+}
+
+/// A failed fork of `who` with extra clone `flags`: EINVAL for CLONE_NEWPID, which Linux
+/// accepts from the harness (the case requires CAP_SYS_ADMIN), is a runtime that cannot
+/// make the namespace (qemu-user's `do_fork` refuses flags it does not emulate).
+fn fork_error(who: &str, flags: libc::c_ulong, e: &std::io::Error) -> String {
+    if flags & libc::CLONE_NEWPID as libc::c_ulong != 0 && e.raw_os_error() == Some(libc::EINVAL) {
+        format!("{UNSUPPORTED}the runtime refuses clone(CLONE_NEWPID) for {who} (EINVAL; Linux accepts it with CAP_SYS_ADMIN)")
+    } else {
+        format!("forking {who}: {e}")
+    }
+}
+
+/// `e`, and for a process that died before it reported, how: the signal that killed it
+/// (qemu-user aborts a process that creates a thread now and then) or its exit status.
+fn how_it_died(e: String, child: Child) -> String {
+    if !e.contains("(it died)") || !child.wait_zombie(Duration::from_millis(500)) {
+        return e;
+    }
+    match child.reap() {
+        Some(st) if libc::WIFSIGNALED(st) => {
+            let sig = libc::WTERMSIG(st);
+            let name = nix::sys::signal::Signal::try_from(sig).map_or("?", |s| s.as_str());
+            format!("{e}: killed by signal {sig} ({name})")
+        }
+        Some(st) if libc::WIFEXITED(st) => format!("{e}: exit status {}", libc::WEXITSTATUS(st)),
+        _ => e,
+    }
+}
+
+/// The set-up step a caller reports when its CLONE_VM target is not the harness's child.
+const CLONE_PARENT_STEP: &str = "clone(CLONE_PARENT)";
+
 /// Reads one message; `Ok((kind, value))`.
 fn recv(fd: &OwnedFd, deadline: Instant, who: &str) -> Result<(u8, i64), String> {
     let mut h = [0u8; 9];
@@ -224,6 +328,9 @@ fn recv(fd: &OwnedFd, deadline: Instant, who: &str) -> Result<(u8, i64), String>
             let n = u32::from_le_bytes(h[5..9].try_into().unwrap()) as usize;
             let mut s = vec![0u8; n.min(40)];
             proc::read_exact_until(fd, &mut s, deadline).map_err(|e| format!("{who}: {e}"))?;
+            if let Some(why) = unsupported(errno, &String::from_utf8_lossy(&s)) {
+                return Err(format!("{UNSUPPORTED}{why}"));
+            }
             Err(format!(
                 "{who} setup failed at {}: {}",
                 String::from_utf8_lossy(&s),
@@ -526,11 +633,34 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
                     }
                     // CLONE_PARENT makes it the harness's child, so the harness kills and
                     // reaps it like every other process (it learns the pid from `R`).
-                    _ => spawn_raw(
-                        idle_clone_vm,
-                        libc::CLONE_VM | libc::CLONE_PARENT | libc::SIGCHLD,
-                        c.harness_pid as usize as *mut libc::c_void,
-                    )?,
+                    _ => {
+                        let parent = if c.inject == Inject::NoCloneParent {
+                            0
+                        } else {
+                            libc::CLONE_PARENT
+                        };
+                        let tid = spawn_raw(
+                            idle_clone_vm,
+                            libc::CLONE_VM | parent | libc::SIGCHLD,
+                            c.harness_pid as usize as *mut libc::c_void,
+                        )?;
+                        // Our sibling if CLONE_PARENT worked: waitpid gives ECHILD. A runtime
+                        // that ignores it (gVisor, docs/CONFORMANCE.md class K) made it our
+                        // child, which exits at once (idle_clone_vm): reap it and say so.
+                        let mut st = 0;
+                        // SAFETY: waitpid with a valid out pointer.
+                        let r =
+                            unsafe { libc::waitpid(tid, &mut st, libc::WNOHANG | libc::__WALL) };
+                        if r >= 0 {
+                            // SAFETY: our own child: kill and reap it.
+                            unsafe {
+                                libc::kill(tid, libc::SIGKILL);
+                                libc::waitpid(tid, &mut st, libc::__WALL);
+                            }
+                            return Err((libc::ENOTSUP, CLONE_PARENT_STEP));
+                        }
+                        tid
+                    }
                 }
             }
             _ => c.target_pid,
@@ -551,6 +681,7 @@ fn caller_main(c: &CallerCtx<'_>) -> i32 {
     let args = crate::sys::RawArgs::of(call, pid);
     let write = call.syscall == Syscall::Writev;
     let r = match call.entry {
+        _ if c.inject == Inject::Enosys => Err(libc::ENOSYS),
         Entry::Native => crate::sys::call_native(write, &args),
         Entry::Compat => crate::sys::call_compat(write, &args),
     };
@@ -646,25 +777,28 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             let child = proc::fork_with(b"pvmtest-target\0", flags, || {
                 target_main(plan, &target_fds, &ctx, opts.inject)
             })
-            .map_err(|e| format!("forking the target: {e}"))?;
+            .map_err(|e| fork_error("the target", flags, &e))?;
             drop(up_w);
             drop(down_r);
             let deadline = Instant::now() + opts.timeout;
-            let (_, reported) = recv(&up_r, deadline, "target").map_err(|e| {
-                if e.contains("timed out") {
-                    format!(
+            let (_, reported) = match recv(&up_r, deadline, "target") {
+                Ok(v) => v,
+                Err(e) if e.contains("timed out") => {
+                    return Err(format!(
                         "target never became ready within {} ms",
                         opts.timeout.as_millis()
-                    )
-                } else {
-                    e
+                    ))
                 }
-            })?;
+                Err(e) => return Err(how_it_died(e, child)),
+            };
             let leader = child.pid;
             target = Some(child);
             target_pipes = Some((up_r, down_w));
             match plan.target_kind {
                 TargetKind::ZombieLeader | TargetKind::ZombieLeaderThread => {
+                    if !std::path::Path::new(&format!("/proc/{leader}/stat")).exists() {
+                        return Err(format!("{UNSUPPORTED}the harness sees a zombie leader through /proc/<pid>/stat, which this system does not have"));
+                    }
                     while proc_state(leader) != Some('Z') {
                         if Instant::now() > deadline {
                             return Err("the target's leader thread never became a zombie".into());
@@ -741,7 +875,7 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         0
     };
     let caller = proc::fork_with(b"pvmtest-caller\0", caller_flags, || caller_main(&ctx))
-        .map_err(|e| format!("forking the caller: {e}"))?;
+        .map_err(|e| fork_error("the caller", caller_flags, &e))?;
     drop(up_w);
     drop(own_pipes);
     let deadline = Instant::now() + opts.timeout;
@@ -755,7 +889,10 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
             e
         }
     };
-    let (_, pid) = recv(&up_r, deadline, "caller").map_err(timed)?;
+    let (_, pid) = match recv(&up_r, deadline, "caller") {
+        Ok(v) => v,
+        Err(e) => return Err(how_it_died(timed(e), caller)),
+    };
     // A CLONE_VM target was created with CLONE_PARENT: it is ours to kill and reap.
     let _clone_vm_target =
         (plan.target_kind == TargetKind::CloneVm).then(|| Child::adopt(pid as i32));
@@ -816,4 +953,37 @@ pub fn execute(plan: &Plan, facts: &Facts, opts: &Options) -> Result<Observed, S
         pid: pid as i32,
         dumps,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    /// Both ways give a nameless read-write file and leave nothing behind in the directory.
+    #[test]
+    fn anonymous_files_leave_no_name() {
+        let dir = std::env::temp_dir().join(format!("pvmtest-anon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for tmpfile in [true, false] {
+            let mut f = anonymous_file_with(&dir, tmpfile).unwrap();
+            f.write_all(b"pattern").unwrap();
+            f.rewind().unwrap();
+            let mut back = String::new();
+            f.read_to_string(&mut back).unwrap();
+            assert_eq!(back, "pattern");
+            assert_eq!(
+                std::fs::read_dir(&dir).unwrap().count(),
+                0,
+                "tmpfile {tmpfile}"
+            );
+        }
+        // The fallback reports a directory it cannot use in one line.
+        let e = anonymous_file_with(&dir.join("missing"), false).unwrap_err();
+        assert!(
+            e.contains("a private directory in") && !e.contains('\n'),
+            "{e}"
+        );
+        std::fs::remove_dir(&dir).unwrap();
+    }
 }

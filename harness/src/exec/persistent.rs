@@ -353,8 +353,10 @@ impl Persistent {
             .write(true)
             .open("/proc/self/mem")
             .map_err(|e| format!("/proc/self/mem: {e}"))?;
+        let facts = Facts::detect();
+        let foreign = foreign_mappings(facts.task_size_max)?;
         Ok(Persistent {
-            facts: Facts::detect(),
+            facts,
             timeout,
             own: Vec::new(),
             target: None,
@@ -364,7 +366,7 @@ impl Persistent {
             self_mem,
             spare: [Vec::new(), Vec::new()],
             inject: super::Inject::from_env(),
-            foreign: foreign_mappings()?,
+            foreign,
             unplaceable: String::new(),
             stats: Stats::default(),
         })
@@ -411,13 +413,17 @@ impl Persistent {
     /// address range is taken, e.g. by a sanitizer's shadow memory; see
     /// [`Persistent::last_unplaceable`]). `Err`: the executor broke (a harness bug).
     pub fn execute(&mut self, plan: &Plan) -> Result<Option<Observed>, String> {
+        // Laid out in this system's address space, as the model sees it.
+        let bound = plan.bind(&self.facts);
+        let plan: &Plan = &bound;
         if !Self::supports(plan) {
             return Err("the persistent executor does not reproduce this case exactly".into());
         }
         self.stats.cases += 1;
         // The model takes the plan's ranges to hold nothing but the plan's mappings; with
         // something else there (a sanitizer's shadow) a stray pointer would read it.
-        for (start, len) in crate::plan::reserved_ranges(plan.call.entry) {
+        for (start, len) in crate::plan::reserved_ranges(plan.call.entry, self.facts.task_size_max)
+        {
             if let Some((a, b, what)) = self
                 .foreign
                 .iter()
@@ -876,12 +882,12 @@ impl Drop for Persistent {
 }
 
 /// This process's mappings that overlap the plans' ranges, from `/proc/self/maps`.
-fn foreign_mappings() -> Result<Vec<(u64, u64, String)>, String> {
+fn foreign_mappings(top: u64) -> Result<Vec<(u64, u64, String)>, String> {
     let maps =
         std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
     let ranges: Vec<(u64, u64)> = [Entry::Native, Entry::Compat]
         .iter()
-        .flat_map(|&e| crate::plan::reserved_ranges(e))
+        .flat_map(|&e| crate::plan::reserved_ranges(e, top))
         .collect();
     let mut out = Vec::new();
     for line in maps.lines() {

@@ -153,27 +153,118 @@ pub fn call_compat(write: bool, a: &RawArgs) -> Result<u64, i32> {
     }
 }
 
-/// Whether `int 0x80` works here. Probed in a forked child, because without
-/// CONFIG_IA32_EMULATION (or with `ia32_emulation=0`) the instruction raises SIGSEGV.
-pub fn compat_available() -> bool {
+/// What `int 0x80` reaches in this process: probed in a forked child, because without
+/// CONFIG_IA32_EMULATION (or with `ia32_emulation=0`, or in gVisor) the instruction raises
+/// SIGSEGV or gives ENOSYS. Two harmless numbers tell the tables apart: 20 is getpid in the
+/// i386 table (arch/x86/entry/syscalls/syscall_32.tbl) and `writev(0, NULL, 0)` in the 64-bit
+/// one; 39 is getpid in the 64-bit table and `mkdir(NULL)` (EFAULT) in the i386 one. Every
+/// argument register either table reads is zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Int80 {
+    /// The ia32 compat entry: what the `compat` cases need.
+    Ia32,
+    /// `int 0x80` runs the 64-bit syscall table, so there is no compat entry to test. Seen in
+    /// User-mode Linux 6.1, gVisor 20221219 and qemu-user 7.2 (docs/CONFORMANCE.md).
+    Table64,
+    /// A fault, ENOSYS or anything else.
+    Absent,
+}
+
+pub fn int80_probe() -> Int80 {
     // SAFETY: the child only makes raw syscalls and _exits; it never returns into Rust code
     // that could observe state copied from other threads.
     let pid = unsafe { libc::fork() };
     match pid {
-        -1 => false,
+        -1 => Int80::Absent,
         0 => {
-            let via80 = int80(20, 0, 0, 0, 0, 0, 0); // i386 getpid
-                                                     // SAFETY: getpid has no preconditions; _exit ends the child without unwinding.
+            let via80_getpid = int80(20, 0, 0, 0, 0, 0, 0);
+            let via80_64_getpid = int80(39, 0, 0, 0, 0, 0, 0);
+            // SAFETY: getpid has no preconditions; _exit ends the child without unwinding.
             let real = unsafe { libc::getpid() };
-            unsafe { libc::_exit(if via80 == real { 0 } else { 1 }) }
+            let code = if via80_getpid == real {
+                0
+            } else if via80_64_getpid == real {
+                2
+            } else {
+                1
+            };
+            unsafe { libc::_exit(code) }
         }
         child => {
             let mut status = 0;
             // SAFETY: waits for the child forked just above; `status` is a valid out pointer.
             let r = unsafe { libc::waitpid(child, &mut status, 0) };
-            r == child && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+            match (r == child && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status)) {
+                Some(0) => Int80::Ia32,
+                Some(2) => Int80::Table64,
+                _ => Int80::Absent,
+            }
         }
     }
+}
+
+/// `sysconf(_SC_PAGESIZE)`, 4096 if it fails.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
+/// Whether `int 0x80` reaches the ia32 compat entry ([`int80_probe`]).
+pub fn compat_available() -> bool {
+    int80_probe() == Int80::Ia32
+}
+
+/// The top of this process's user address space (TASK_SIZE): the end of the highest page a
+/// fixed mapping can take. Probed with one-page `PROT_NONE` `MAP_FIXED_NOREPLACE` mappings,
+/// bisecting between `low` (the end of the highest mapping: user space reaches at least
+/// there) and 2^57: above TASK_SIZE `get_unmapped_area` gives ENOMEM, below it the page is
+/// either free (mapped, then unmapped at once) or taken (EEXIST). A kernel that ignores
+/// MAP_FIXED_NOREPLACE (older than 4.17) treats the address as a hint and maps elsewhere when
+/// it is out of range. `None` when not even `low` can be confirmed.
+pub fn user_top(low: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let fits = |a: u64| -> bool {
+        // SAFETY: a fresh PROT_NONE anonymous page at a fixed address that must not replace
+        // anything (MAP_FIXED_NOREPLACE); unmapped at once. Nothing else uses the range.
+        let p = unsafe {
+            libc::mmap(
+                a as *mut libc::c_void,
+                PAGE as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_NORESERVE
+                    | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return nix::errno::Errno::last_raw() == libc::EEXIST;
+        }
+        // SAFETY: unmaps exactly the page this closure just mapped.
+        unsafe { libc::munmap(p, PAGE as usize) };
+        p as u64 == a
+    };
+    let low = low / PAGE * PAGE;
+    if low < PAGE || !fits(low - PAGE) {
+        return None;
+    }
+    // Invariant: the page at `ok` fits, the one at `bad` does not (2^57 never does on x86-64).
+    let (mut ok, mut bad) = (low / PAGE - 1, (1u64 << 57) / PAGE);
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        if fits(mid * PAGE) {
+            ok = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Some(bad * PAGE)
 }
 
 /// Whether memfd_create(2) works.
@@ -267,15 +358,44 @@ pub fn unshare_userns() -> Result<(), (i32, &'static str)> {
 
 /// Whether io_setup(2) works: a one-event context, destroyed again.
 pub fn aio_available() -> bool {
+    aio_ring_len().is_some()
+}
+
+/// The length of the `[aio]` ring a one-event io_setup(2) makes, `Some(0)` when the ring is
+/// not Linux's (`struct aio_ring` with AIO_RING_MAGIC 0xa10a10a1 and a 32-byte header, sized
+/// `32 + 32 * nr` to fill its pages exactly, fs/aio.c `aio_setup_ring`), `None` when
+/// io_setup fails.
+pub fn aio_ring_len() -> Option<u64> {
     let mut ctx: u64 = 0;
-    // SAFETY: io_setup writes the context id into a local; io_destroy releases it.
+    // SAFETY: io_setup writes the context id into a local; on Linux that id is the ring's
+    // address, readable until io_destroy; the header is read only when the mapping says so.
     unsafe {
         if libc::syscall(libc::SYS_io_setup, 1usize, &mut ctx as *mut u64) != 0 {
-            return false;
+            return None;
         }
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        // The context id is the ring's address on Linux: read it only if a mapping starts there.
+        let is_ring = maps.lines().any(|l| {
+            l.split('-')
+                .next()
+                .and_then(|a| u64::from_str_radix(a, 16).ok())
+                == Some(ctx)
+        });
+        let len = if is_ring {
+            let word = |i: u64| ((ctx + 4 * i) as *const u32).read_volatile();
+            let (nr, magic, header) = (word(1) as u64, word(4), word(7));
+            let len = 32 + 32 * nr;
+            if magic == 0xa10a_10a1 && header == 32 && len % 4096 == 0 {
+                len
+            } else {
+                0
+            }
+        } else {
+            0
+        };
         libc::syscall(libc::SYS_io_destroy, ctx);
+        Some(len)
     }
-    true
 }
 
 /// Creates a one-event AIO context and moves its `[aio]` ring to `[start, start+len)`, which

@@ -32,6 +32,7 @@ pub fn results(specs: &[Spec], duration: Duration) -> (Vec<CaseResult>, Facts) {
                 status,
                 reason: reason.map(str::to_string),
                 skip_by: None,
+                unsupported: None,
                 prediction: Some(pred.clone()),
                 observed,
                 pid: None,
