@@ -750,6 +750,11 @@ pub fn run_selected_checked(
     let ui = Ui::new(sel);
     let mut prepared = fetch_all(common, sel, &ui)?;
     for p in &mut prepared {
+        // User-mode Linux is Linux: unless told otherwise it is judged as its own release,
+        // which the guest reads (uname), like a kernel row.
+        if p.runtime == Some("uml") && common.reference.is_none() {
+            continue;
+        }
         if p.runtime.is_some() {
             p.reference = reference.clone();
             p.series = reference
