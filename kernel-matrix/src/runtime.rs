@@ -155,7 +155,7 @@ pub struct RunSpec {
     pub cases: PathBuf,
     /// The initramfs itself (UML boots it).
     pub initrd: PathBuf,
-    /// X.Y.Z of the Linux the runtime is judged against.
+    /// X.Y.Z of the Linux the runtime is judged against; empty for UML judged as itself.
     pub reference: String,
     /// Scratch directory of this row (state dirs, logs).
     pub workdir: PathBuf,
