@@ -295,9 +295,6 @@ fn run_process(p: &Prepared, entry: &RuntimeEntry, spec: &RunSpec) -> Result<Got
         .stderr(file(&err_path)?);
     let status = supervise(cmd, spec.timeout, &p.image)?;
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    if std::env::var_os("PVMTEST_DEBUG_RT").is_some() {
-        eprintln!("stdout head: {}", &stdout[..stdout.len().min(300)]);
-    }
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let tail = || {
         let lines: Vec<&str> = stderr.lines().collect();
