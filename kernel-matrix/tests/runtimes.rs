@@ -308,3 +308,38 @@ fn sigint_leaves_no_runsc() {
 fn sigkill_leaves_no_uml() {
     killed_mid_run_leaves_nothing("uml-6.1", "linux.uml", "-KILL", 9);
 }
+
+/// `compare` takes runtime ids like kernel ids: bookworm's gVisor (no calls) against
+/// trixie's on the flags cases, every case differing.
+#[test]
+fn compare_accepts_runtime_rows() {
+    let test = "compare_accepts_runtime_rows";
+    if let Some(why) = unavailable() {
+        return skip(test, &why);
+    }
+    for id in ["gvisor-20221219", "gvisor-20240729"] {
+        if let Err(why) = fetch(id) {
+            return skip(test, &format!("{id} cannot be fetched: {why}"));
+        }
+    }
+    let out = km(test)
+        .args([
+            "compare",
+            "--baseline",
+            "gvisor-20221219",
+            "--candidate",
+            "gvisor-20240729",
+            "--filter",
+            "einval/flags_writev",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("einval/flags_writev — runs on one side only")
+            && stdout.contains("gvisor-20240729: EINVAL"),
+        "{stdout}"
+    );
+}
