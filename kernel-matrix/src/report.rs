@@ -284,7 +284,7 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
             k.kernel.release,
             k.kernel.build,
             &k.kernel.sha256[..k.kernel.sha256.len().min(12)],
-            k.accel.name(),
+            k.kernel.runtime.unwrap_or(k.accel.name()),
             k.status,
             k.boot_s.map_or("-".into(), |b| format!("{b:.1}")),
             k.run_s,
