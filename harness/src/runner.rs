@@ -363,7 +363,7 @@ fn guarded<T>(res: &mut CaseResult, f: impl FnOnce() -> Result<T, String>) -> Op
 }
 
 /// A call that gives ENOSYS where Linux gives something else: the kernel or runtime does not
-/// implement it (CONFIG_CROSS_MEMORY_ATTACH=n; gVisor before 2023, qemu-user). That is no
+/// implement it (CONFIG_CROSS_MEMORY_ATTACH=n; gVisor 20221219, qemu-user 7.2). That is no
 /// divergence of the call's rules to judge: the case skips, saying so.
 fn not_implemented(res: &mut CaseResult, plan: &Plan, observed: Result<u64, i32>) -> bool {
     let predicted = res.prediction.as_ref().map(|p| p.result);
