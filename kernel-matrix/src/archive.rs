@@ -300,13 +300,15 @@ pub fn resolve(entry: &KernelEntry, index: &Index) -> Result<Resolved> {
         .packages
         .iter()
         .filter(|r| glob_match(&entry.package, &r.package))
+        .filter(|r| entry.version.as_ref().is_none_or(|v| glob_match(v, &r.version)))
         .max_by(|a, b| {
             compare_versions(&a.version, &b.version).then_with(|| a.package.cmp(&b.package))
         })
         .ok_or_else(|| {
             Error::new(format!(
-                "no package matching '{}' in {} ({} packages in {}; the archive may have dropped or renamed it: fix the package glob in kernels.yaml, or pass --mirror URL)",
+                "no package matching '{}'{} in {} ({} packages in {}; the archive may have dropped or renamed it: fix the package glob in kernels.yaml, or pass --mirror URL)",
                 entry.package,
+                entry.version.as_ref().map_or(String::new(), |v| format!(" at version '{v}'")),
                 entry.suite,
                 index.packages.len(),
                 index.url
@@ -654,6 +656,7 @@ mod tests {
             id: "6.12".into(),
             suite: "trixie".into(),
             package: glob.into(),
+            version: None,
             image: "boot/vmlinuz-*".into(),
             config: None,
             description: None,
@@ -743,6 +746,31 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("5 packages in file:///m/dists/trixie"), "{e}");
+    }
+
+    /// A runtime row pins its upstream release with a version glob: the newest build of that
+    /// release wins, not the newest package.
+    #[test]
+    fn a_version_glob_pins_the_release() {
+        let index = Index {
+            suite: "sid".into(),
+            url: "file:///m/dists/sid/main/binary-amd64/Packages.xz".into(),
+            packages: vec![
+                rec("runsc", "0.0~20240729.0-4+b7"),
+                rec("runsc", "0.0~20240729.0-7+b1"),
+                rec("runsc", "0.0~20250101.0-1"),
+            ],
+        };
+        let mut e = entry("runsc");
+        assert_eq!(resolve(&e, &index).unwrap().version, "0.0~20250101.0-1");
+        e.version = Some("0.0~20240729.*".into());
+        assert_eq!(resolve(&e, &index).unwrap().version, "0.0~20240729.0-7+b1");
+        e.version = Some("0.0~2019*".into());
+        let err = resolve(&e, &index).unwrap_err().to_string();
+        assert!(
+            err.contains("no package matching 'runsc' at version '0.0~2019*' in trixie"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -173,6 +173,10 @@ struct Qemu {
 
 impl Drop for Qemu {
     fn drop(&mut self) {
+        // A runtime started in its own process group (UML, runsc) has helpers of its own:
+        // the group goes first. For QEMU there is no such group and this is a no-op (ESRCH).
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
         pvmtest::exec::proc::untrack(self.child.id() as i32);
@@ -187,7 +191,39 @@ pub fn run(cfg: &VmConfig, on_line: &mut dyn FnMut(&Line)) -> Result<VmOutcome> 
         std::fs::write(cfg.workdir.join(p), b"")
             .map_err(|e| Error::new(format!("{}: {e}", cfg.workdir.join(p).display())))?;
     }
-    let mut cmd = cfg.command();
+    let cmd = cfg.command();
+    let hint = format!(
+        "cannot start {}: {{e}} (install it: apt-get install qemu-system-x86)",
+        cfg.qemu.display()
+    );
+    watch(
+        cmd,
+        &cfg.workdir,
+        cfg.boot_timeout,
+        cfg.timeout,
+        &hint,
+        on_line,
+    )
+}
+
+/// Starts `cmd` (a VM or a runtime that speaks the guest protocol: the data and control
+/// ports are the files [`PORTS`] in `workdir`, which must exist) and waits for the guest's
+/// exit line, a timeout or the end of the process. `start_error` is the message when it
+/// cannot start, with `{e}` for the reason. The process is killed and reaped on every way
+/// out of this function, and dies with us if we are killed (PR_SET_PDEATHSIG).
+pub fn watch(
+    mut cmd: Command,
+    workdir: &Path,
+    boot_timeout: Duration,
+    timeout: Duration,
+    start_error: &str,
+    on_line: &mut dyn FnMut(&Line),
+) -> Result<VmOutcome> {
+    let cfg = Watch {
+        workdir: workdir.to_path_buf(),
+        boot_timeout,
+        timeout,
+    };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -205,12 +241,9 @@ pub fn run(cfg: &VmConfig, on_line: &mut dyn FnMut(&Line)) -> Result<VmOutcome> 
         });
     }
     let start = Instant::now();
-    let child = cmd.spawn().map_err(|e| {
-        Error::new(format!(
-            "cannot start {}: {e} (install it: apt-get install qemu-system-x86)",
-            cfg.qemu.display()
-        ))
-    })?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::new(start_error.replace("{e}", &e.to_string())))?;
     pvmtest::exec::proc::track(child.id() as i32);
     let mut q = Qemu { child };
     let mut out = VmOutcome::default();
@@ -312,6 +345,12 @@ pub fn run(cfg: &VmConfig, on_line: &mut dyn FnMut(&Line)) -> Result<VmOutcome> 
         });
     }
     Ok(out)
+}
+
+struct Watch {
+    workdir: PathBuf,
+    boot_timeout: Duration,
+    timeout: Duration,
 }
 
 /// A kernel crash in the console log: panic, oops, BUG, or a warning splat.

@@ -73,6 +73,15 @@ pub struct Common {
     /// Deadline for each VM, seconds (boot included).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// The runtime list (default: the runtimes.yaml built into this binary); its ids are
+    /// accepted by --kernel.
+    #[arg(long, value_name = "FILE")]
+    pub runtimes: Option<PathBuf>,
+    /// The Linux a runtime row (gVisor, UML, qemu-user) is judged against: X.Y.Z, or a kernel
+    /// series of the list (X.Y, resolved to its Debian upstream release). Default: the newest
+    /// kernel of the list. Kernels are always judged as themselves.
+    #[arg(long, value_name = "SERIES")]
+    pub reference: Option<String>,
 }
 
 impl Default for Common {
@@ -88,6 +97,8 @@ impl Default for Common {
             harness: None,
             memory_mib: 3072,
             timeout: 600,
+            runtimes: None,
+            reference: None,
         }
     }
 }
@@ -124,6 +135,15 @@ pub enum Command {
         vms: Option<usize>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Where the runtimes' known-divergence files are, `<runtime-id>.yaml` (default:
+        /// kernel-matrix/conformance of this workspace). A runtime row passes when its
+        /// divergences are exactly the file's and nothing is broken.
+        #[arg(long, value_name = "DIR")]
+        conformance: Option<PathBuf>,
+        /// Write a draft known-divergence file per runtime row here (every divergence of
+        /// this run; each `why` must then be written from the runtime's source).
+        #[arg(long, value_name = "DIR")]
+        write_conformance: Option<PathBuf>,
     },
     /// Build a bootable bzImage from a kernel source tree (out of tree, incremental), with
     /// patches applied to a scratch copy; prints the image path.
@@ -240,10 +260,12 @@ pub enum Command {
         #[arg(long = "kernel", value_name = "ID")]
         kernel: Vec<String>,
     },
-    /// List the kernels in the list.
+    /// List the kernels and the runtimes.
     List {
         #[arg(long, value_name = "FILE")]
         kernels: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        runtimes: Option<PathBuf>,
     },
 }
 
@@ -261,15 +283,29 @@ pub fn main() -> i32 {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::List { kernels } => {
+        Command::List { kernels, runtimes } => {
             for e in load_list(kernels.as_deref())? {
                 println!("{:6} {:18} {}  ({})", e.id, e.suite, e.package, e.image);
+            }
+            for r in crate::runtime::load_list(runtimes.as_deref())? {
+                println!(
+                    "{} {} {} {}{}  ({})",
+                    r.id,
+                    r.kind.name(),
+                    r.suite,
+                    r.package,
+                    r.version
+                        .as_ref()
+                        .map_or(String::new(), |v| format!(" {v}")),
+                    r.program
+                );
             }
             Ok(0)
         }
         Command::Fetch { common, kernel } => {
             let list = load_list(common.kernels.as_deref())?;
-            let sel = matrix::select(&list, &kernel, &[], None)?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
+            let sel = matrix::select_with(&list, &rts, &kernel, &[], None)?;
             let ui = Ui::new(&sel);
             let prepared = fetch_all(&common, &sel, &ui)?;
             ui.clear();
@@ -294,9 +330,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
             vms,
             format,
+            conformance,
+            write_conformance,
         } => {
             let list = load_list(common.kernels.as_deref())?;
-            let sel = matrix::select(&list, &kernel, &kernel_image, shard)?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
+            let sel = matrix::select_with(&list, &rts, &kernel, &kernel_image, shard)?;
             if sel.is_empty() {
                 eprintln!(
                     "kernel-matrix: shard {} has no kernels (there are fewer kernels than shards)",
@@ -323,15 +362,56 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     }
                 }
             }
+            let conf_dir = conformance.or_else(crate::conformance::default_dir);
+            let mut clean = true;
+            let mut conf_md = String::new();
+            let mut conf_json = Vec::new();
+            for k in kernels {
+                if k.kernel.runtime.is_none() {
+                    clean &= k.is_clean();
+                    continue;
+                }
+                let base = match &conf_dir {
+                    Some(d) => crate::conformance::load(d, &k.kernel.id)?,
+                    None => None,
+                };
+                let file = conf_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{}.yaml", k.kernel.id)))
+                    .filter(|_| base.is_some());
+                let v = crate::conformance::judge(k, base.as_ref());
+                let ok = base.is_some()
+                    && v.matches()
+                    && k.summary.broken == 0
+                    && matches!(k.status, "ok" | "not-implemented");
+                clean &= ok;
+                eprintln!("{}", runtime_verdict_line(k, &v, file.as_deref()));
+                conf_md.push_str(&crate::conformance::markdown(k, &v, file.as_deref()));
+                conf_json.push(serde_json::json!({"id": k.kernel.id, "verdict": v}));
+                if let Some(d) = &write_conformance {
+                    std::fs::create_dir_all(d).map_err(|e| {
+                        Error::new(format!("--write-conformance {}: {e}", d.display()))
+                    })?;
+                    let p = d.join(format!("{}.yaml", k.kernel.id));
+                    std::fs::write(&p, crate::conformance::draft(k, &v))
+                        .map_err(|e| Error::new(format!("{}: {e}", p.display())))?;
+                    eprintln!("kernel-matrix: draft conformance file {}", p.display());
+                }
+            }
             if let Some(dir) = report_dir {
                 report::write_dir(&dir, kernels, &|c| results.describe(c))?;
+                if !conf_json.is_empty() {
+                    let md = dir.join("report.md");
+                    let mut text = std::fs::read_to_string(&md).unwrap_or_default();
+                    text.push('\n');
+                    text.push_str(&conf_md);
+                    crate::cache::write_atomic(&md, text.as_bytes())?;
+                    let doc = serde_json::to_string_pretty(&conf_json).unwrap_or_default();
+                    crate::cache::write_atomic(&dir.join("conformance.json"), doc.as_bytes())?;
+                }
                 eprintln!("kernel-matrix: report written to {}", dir.display());
             }
-            Ok(if kernels.iter().all(KernelResult::is_clean) {
-                0
-            } else {
-                1
-            })
+            Ok(if clean { 0 } else { 1 })
         }
         Command::Build {
             src,
@@ -374,9 +454,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
         } => {
             let list = load_list(common.kernels.as_deref())?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
             let pick = |s: &str| -> Result<Selected> {
-                let (ids, imgs) = id_or_image(&list, s)?;
-                let mut v = matrix::select(&list, &ids, &imgs, None)?;
+                let (ids, imgs) = if rts.iter().any(|r| r.id == s) {
+                    (vec![s.to_string()], vec![])
+                } else {
+                    id_or_image(&list, s)?
+                };
+                let mut v = matrix::select_with(&list, &rts, &ids, &imgs, None)?;
                 v.pop()
                     .ok_or_else(|| Error::new(format!("'{s}' selects no kernel")))
             };
@@ -468,7 +553,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             report: report_dir,
         } => {
             let list = load_list(common.kernels.as_deref())?;
-            let sel = matrix::select(&list, &kernel, &kernel_image, None)?;
+            let rts = crate::runtime::load_list(common.runtimes.as_deref())?;
+            let sel = matrix::select_with(&list, &rts, &kernel, &kernel_image, None)?;
             let cases = crate::fuzz::generate(seed, count);
             let work = tempfile::Builder::new()
                 .prefix("kernel-matrix-fuzz-")
@@ -501,7 +587,32 @@ fn dispatch(cli: Cli) -> Result<i32> {
                         .as_ref()
                         .map_or(String::new(), |f| format!(" — KERNEL BROKEN: {f}"))
                 );
+                // Grouped by the class of the step that decided Linux's answer, so a known
+                // class does not drown a new one (runtimes diverge in whole classes).
+                let group = |r: &serde_json::Value| -> String {
+                    if r["status"] == "broken" {
+                        "broken (harness failures)".into()
+                    } else {
+                        crate::conformance::Class::of_step(
+                            r["decided_by"].as_str().unwrap_or_default(),
+                        )
+                        .title()
+                        .to_string()
+                    }
+                };
+                let mut bad = bad;
+                bad.sort_by_key(|r| group(r));
+                let mut last = String::new();
                 for r in bad {
+                    let g = group(r);
+                    if g != last {
+                        let n = k.results.iter().filter(|x| {
+                            matches!(x["status"].as_str(), Some("fail") | Some("broken"))
+                                && group(x) == g
+                        });
+                        println!(" {g}: {}", n.count());
+                        last = g;
+                    }
                     mismatches += 1;
                     let case = r["case"].as_str().unwrap_or("?");
                     let name = case.trim_start_matches("fuzz/");
@@ -684,9 +795,34 @@ pub fn run_selected_full(
         cases.to_vec()
     };
     let (files, descriptions) = check_cases(&cases, filters)?;
-    let qemu = boot::find_qemu()?;
+    let any_kernel = sel.iter().any(|s| !matches!(s.source, Source::Runtime(_)));
+    let qemu = if any_kernel {
+        boot::find_qemu()?
+    } else {
+        PathBuf::new()
+    };
+    let any_runtime = sel.iter().any(|s| matches!(s.source, Source::Runtime(_)));
+    let reference = if any_runtime {
+        Some(reference_release(common)?)
+    } else {
+        None
+    };
     let ui = Ui::new(sel);
-    let prepared = fetch_all(common, sel, &ui)?;
+    let mut prepared = fetch_all(common, sel, &ui)?;
+    for p in &mut prepared {
+        // User-mode Linux is Linux: unless told otherwise it is judged as its own release,
+        // which the guest reads (uname), like a kernel row.
+        if p.runtime == Some("uml") && common.reference.is_none() {
+            continue;
+        }
+        if p.runtime.is_some() {
+            p.reference = reference.clone();
+            p.series = reference
+                .as_deref()
+                .and_then(crate::image::series_of)
+                .unwrap_or_default();
+        }
+    }
     check(&prepared)?;
     for p in &prepared {
         if let Some(why) = &p.bzimage_reason {
@@ -705,10 +841,24 @@ pub fn run_selected_full(
                 "cannot make a scratch directory: {e} (check $TMPDIR)"
             ))
         })?;
+    // A run killed by SIGKILL leaves its scratch directory (runsc state, UML's uml_dir):
+    // the next run removes it.
+    crate::runtime::claim(work.path())?;
+    crate::runtime::sweep_stale(&std::env::temp_dir());
     let fs = matrix::run_initramfs(&harness, &files, 1, Duration::from_secs(60), gcov)?;
     let initrd = matrix::write_initramfs(&fs, work.path(), "initrd.cpio")?;
     let mut opts = RunOptions::new(qemu, work.path().to_path_buf());
-    opts.accel = choose_accel(common, &opts.qemu, &prepared[0], &harness, work.path())?;
+    if let Some(first_kernel) = prepared.iter().find(|p| p.runtime.is_none()) {
+        opts.accel = choose_accel(common, &opts.qemu, first_kernel, &harness, work.path())?;
+    }
+    if reference.is_some() {
+        opts.case_tree = Some(crate::runtime::write_case_tree(work.path(), &files)?);
+        // The runtime runs in its own directory: the harness must not be relative.
+        opts.harness = Some(
+            std::fs::canonicalize(&harness)
+                .map_err(|e| Error::new(format!("guest harness {}: {e}", harness.display())))?,
+        );
+    }
     opts.memory_mib = common.memory_mib;
     opts.timeout = Duration::from_secs(common.timeout);
     if let Some(v) = vms {
@@ -730,6 +880,121 @@ pub fn fetch_config(common: &Common) -> Result<FetchConfig> {
         common.cache_dir.as_deref(),
         common.offline,
     )
+}
+
+/// `gvisor-20240729: divergences match kernel-matrix/conformance/gvisor-20240729.yaml (41 known)`.
+fn runtime_verdict_line(
+    k: &KernelResult,
+    v: &crate::conformance::Verdict,
+    file: Option<&Path>,
+) -> String {
+    let mut line = match file {
+        None => format!(
+            "{}: no known-divergence file; {} divergences (write one with --write-conformance DIR)",
+            k.kernel.id,
+            v.divergences.len()
+        ),
+        Some(f) if v.matches() => format!(
+            "{}: divergences match {} ({} known)",
+            k.kernel.id,
+            f.display(),
+            v.divergences.len()
+        ),
+        Some(f) => format!(
+            "{}: divergences differ from {}: {} new or changed, {} gone{}",
+            k.kernel.id,
+            f.display(),
+            v.new.len(),
+            v.gone.len(),
+            v.status_change
+                .as_ref()
+                .map_or(String::new(), |c| format!("; {c}"))
+        ),
+    };
+    for l in v.new.iter().take(20) {
+        line.push_str(&format!("\n  new: {l}"));
+    }
+    for l in v.gone.iter().take(20) {
+        line.push_str(&format!("\n  gone: {l}"));
+    }
+    if k.summary.broken > 0 {
+        line.push_str(&format!(
+            "\n  {} broken (harness failures inside the runtime; a broken case fails the row)",
+            k.summary.broken
+        ));
+    }
+    if let Some(n) = &v.version_note {
+        line.push_str(&format!("\n  note: {n}"));
+    }
+    line
+}
+
+/// The X.Y.Z runtime rows are judged against: `--reference` as given when it is X.Y.Z; a
+/// series of the kernel list (default: its newest) as the upstream release of the package
+/// that series resolves to in its suite's index (no download beyond the index).
+pub fn reference_release(common: &Common) -> Result<String> {
+    let list = load_list(common.kernels.as_deref())?;
+    let arg = match &common.reference {
+        Some(r) => r.trim().to_string(),
+        None => newest_series(&list)
+            .ok_or_else(|| Error::new("the kernel list is empty: pass --reference X.Y.Z"))?,
+    };
+    if is_release(&arg) {
+        return Ok(arg);
+    }
+    if !kernels::is_series(&arg) {
+        return Err(Error::new(format!(
+            "--reference '{arg}' is neither X.Y.Z nor a kernel series X.Y (e.g. --reference 6.12 or --reference 6.12.57)"
+        )));
+    }
+    let entry = kernels::find(&list, &arg).map_err(|e| {
+        Error::new(format!(
+            "--reference {arg}: {} (or give the release as X.Y.Z)",
+            e.0
+        ))
+    })?;
+    let cfg = fetch_config(common)?;
+    let version = crate::fetch::resolve_version(entry, &cfg)?;
+    upstream_release(&version).ok_or_else(|| {
+        Error::new(format!(
+            "--reference {arg}: Debian version '{version}' of {} has no X.Y.Z upstream part (give the release as X.Y.Z)",
+            entry.package
+        ))
+    })
+}
+
+/// The newest series of the list, by number (7.3 > 6.12 > 6.1).
+pub fn newest_series(list: &[KernelEntry]) -> Option<String> {
+    let key = |id: &str| -> (u32, u32) {
+        let (a, b) = id.split_once('.').unwrap_or((id, "0"));
+        (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+    };
+    list.iter()
+        .map(|e| e.id.as_str())
+        .max_by_key(|id| key(id))
+        .map(str::to_string)
+}
+
+fn is_release(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// "6.12.57-1" -> "6.12.57", "1:7.3.4-1~bpo13+1" -> "7.3.4", "6.1.176-1" -> "6.1.176".
+pub fn upstream_release(debian_version: &str) -> Option<String> {
+    let v = debian_version
+        .split_once(':')
+        .map_or(debian_version, |(_, v)| v);
+    let v = v.split(['-', '+', '~']).next()?;
+    let parts: Vec<&str> = v.split('.').collect();
+    match parts.len() {
+        3 if is_release(v) => Some(v.to_string()),
+        2 if is_release(&format!("{v}.0")) => Some(format!("{v}.0")),
+        _ => None,
+    }
 }
 
 fn fetch_all(common: &Common, sel: &[Selected], ui: &Ui) -> Result<Vec<Prepared>> {
@@ -883,6 +1148,51 @@ impl Ui {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reference_releases_from_debian_versions() {
+        assert_eq!(upstream_release("6.12.107-1").as_deref(), Some("6.12.107"));
+        assert_eq!(
+            upstream_release("7.3.4-1~bpo13+1").as_deref(),
+            Some("7.3.4")
+        );
+        assert_eq!(upstream_release("1:6.1.176-1").as_deref(), Some("6.1.176"));
+        assert_eq!(upstream_release("6.2-1").as_deref(), Some("6.2.0"));
+        assert_eq!(upstream_release("20240729-1"), None);
+        assert_eq!(newest_series(&kernels::builtin()).as_deref(), Some("7.3"));
+        // X.Y.Z is taken as given, without the index.
+        let c = Common {
+            reference: Some("6.12.57".into()),
+            ..Common::default()
+        };
+        assert_eq!(reference_release(&c).unwrap(), "6.12.57");
+        for bad in ["six", "6.12.x", "6.3"] {
+            let c = Common {
+                reference: Some(bad.into()),
+                ..Common::default()
+            };
+            let e = reference_release(&c).unwrap_err().to_string();
+            assert!(e.starts_with("--reference") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn runtime_ids_are_selected_only_by_name() {
+        let list = kernels::builtin();
+        let rts = crate::runtime::builtin();
+        let all = matrix::select_with(&list, &rts, &[], &[], None).unwrap();
+        assert!(all.iter().all(|s| !matches!(s.source, Source::Runtime(_))));
+        let one = matrix::select_with(&list, &rts, &["uml-6.1".into()], &[], None).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(matches!(&one[0].source, Source::Runtime(r) if r.id == "uml-6.1"));
+        let e = matrix::select_with(&list, &rts, &["gvisor".into()], &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(runtimes: gvisor-20240729, gvisor-20221219"),
+            "{e}"
+        );
+    }
 
     fn local(dir: &Path, sub: &str, version: &str) -> Selected {
         std::fs::create_dir_all(dir.join(sub)).unwrap();

@@ -121,12 +121,149 @@ fn ensure_inner(
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<FetchedKernel> {
     progress(FetchEvent::ResolvingIndex);
-    let (mut resolved, index_fetched) = resolve_cached(entry, cfg, false)?;
-    let mut dir = cfg.cache.kernel_dir(&entry.id, &resolved.version);
+    let (resolved, index_fetched) = resolve_cached(entry, cfg, false)?;
+    let dir = cfg.cache.kernel_dir(&entry.id, &resolved.version);
     if let Some(k) = cached_kernel(entry, &resolved, &dir) {
         progress(FetchEvent::Cached);
         return Ok(k);
     }
+    let (resolved, deb_path) = verified_deb(entry, cfg, resolved, index_fetched, progress)?;
+    let dir = cfg.cache.kernel_dir(&entry.id, &resolved.version);
+    progress(FetchEvent::Extracting);
+    extract_to_cache(entry, &resolved, &deb_path, &dir)
+}
+
+/// The Debian version the entry resolves to now (the index only; nothing is downloaded).
+pub fn resolve_version(entry: &KernelEntry, cfg: &FetchConfig) -> Result<String> {
+    resolve_cached(entry, cfg, false)
+        .map(|(r, _)| r.version)
+        .map_err(|e| Error::new(format!("kernel {}: {}", entry.id, e.0)))
+}
+
+/// One executable taken from a package (a runtime: runsc, linux.uml, qemu-x86_64-static).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FetchedProgram {
+    pub id: String,
+    pub package: String,
+    /// Debian version, e.g. "0.0~20240729.0-4+b7".
+    pub version: String,
+    pub path: PathBuf,
+    /// SHA-256 of the program file.
+    pub sha256: String,
+}
+
+/// [`ensure_kernel`] for a runtime: the same index, SHA-256 and cache, but the one file the
+/// entry's `image` glob names is kept as an executable under `runtimes/<id>/<version>/`,
+/// whatever it is (no kernel image checks).
+pub fn ensure_program(
+    entry: &KernelEntry,
+    cfg: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<FetchedProgram> {
+    program_inner(entry, cfg, progress)
+        .map_err(|e| Error::new(format!("runtime {}: {}", entry.id, e.0)))
+}
+
+fn program_inner(
+    entry: &KernelEntry,
+    cfg: &FetchConfig,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<FetchedProgram> {
+    progress(FetchEvent::ResolvingIndex);
+    let (resolved, index_fetched) = resolve_cached(entry, cfg, false)?;
+    if let Some(p) = cached_program(entry, &resolved, cfg) {
+        progress(FetchEvent::Cached);
+        return Ok(p);
+    }
+    let (resolved, deb_path) = verified_deb(entry, cfg, resolved, index_fetched, progress)?;
+    progress(FetchEvent::Extracting);
+    let (inner, data) = deb::extract_matching(&deb_path, &entry.image)?;
+    let dir = program_dir(cfg, &entry.id, &resolved.version);
+    let name = inner.rsplit('/').next().unwrap_or("program");
+    let path = dir.join(name);
+    let sha256 = cache::sha256_hex(&data);
+    cache::write_atomic(&path, &data)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::new(format!("chmod {}: {e}", path.display())))?;
+    let meta = ProgramMeta {
+        package: resolved.package.clone(),
+        version: resolved.version.clone(),
+        deb_sha256: resolved.sha256.clone(),
+        glob: entry.image.clone(),
+        path: inner.clone(),
+        sha256: sha256.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::new(format!("cannot encode {}: {e}", dir.display())))?;
+    // Last, so its presence means the program beside it is complete.
+    cache::write_atomic(&dir.join(META_FILE), &json)?;
+    Ok(FetchedProgram {
+        id: entry.id.clone(),
+        package: resolved.package,
+        version: resolved.version,
+        path,
+        sha256,
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ProgramMeta {
+    package: String,
+    version: String,
+    deb_sha256: String,
+    glob: String,
+    /// The file's path inside the package.
+    path: String,
+    sha256: String,
+}
+
+fn program_dir(cfg: &FetchConfig, id: &str, version: &str) -> PathBuf {
+    let k = cfg.cache.kernel_dir(id, version);
+    // kernels/<id>/<version> -> runtimes/<id>/<version>: same sanitising, own tree.
+    let rel = k.strip_prefix(cfg.cache.root.join("kernels")).unwrap_or(&k);
+    cfg.cache.root.join("runtimes").join(rel)
+}
+
+fn cached_program(entry: &KernelEntry, r: &Resolved, cfg: &FetchConfig) -> Option<FetchedProgram> {
+    let dir = program_dir(cfg, &entry.id, &r.version);
+    let meta: ProgramMeta =
+        serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).ok()?).ok()?;
+    if meta.package != r.package
+        || meta.version != r.version
+        || meta.deb_sha256 != r.sha256
+        || meta.glob != entry.image
+    {
+        return None;
+    }
+    let name = meta.path.rsplit('/').next().unwrap_or("program");
+    let path = dir.join(name);
+    match cache::sha256_file(&path) {
+        Ok((_, sha)) if sha == meta.sha256 => Some(FetchedProgram {
+            id: entry.id.clone(),
+            package: r.package.clone(),
+            version: r.version.clone(),
+            path,
+            sha256: sha,
+        }),
+        _ => {
+            cache::discard(&dir.join(META_FILE));
+            cache::discard(&path);
+            None
+        }
+    }
+}
+
+/// The resolved package's .deb in the cache, verified against the index (downloading it when
+/// missing or damaged). A cached index can name a package the mirror has since replaced: then
+/// the index is fetched again and the package resolved anew, which is what is returned.
+fn verified_deb(
+    entry: &KernelEntry,
+    cfg: &FetchConfig,
+    mut resolved: Resolved,
+    index_fetched: bool,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<(Resolved, PathBuf)> {
     let mut deb_path = cfg.cache.deb_path(&resolved.filename)?;
     if !deb_is_valid(&deb_path, &resolved)? {
         if cfg.offline {
@@ -149,7 +286,6 @@ fn ensure_inner(
             // A cached index can name a package the mirror has since replaced: look again.
             Err(e) if archive::is_not_found(&e) && !index_fetched => {
                 resolved = resolve_cached(entry, cfg, true)?.0;
-                dir = cfg.cache.kernel_dir(&entry.id, &resolved.version);
                 deb_path = cfg.cache.deb_path(&resolved.filename)?;
                 if !deb_is_valid(&deb_path, &resolved)? {
                     archive::download_deb(
@@ -164,8 +300,7 @@ fn ensure_inner(
             other => other?,
         }
     }
-    progress(FetchEvent::Extracting);
-    extract_to_cache(entry, &resolved, &deb_path, &dir)
+    Ok((resolved, deb_path))
 }
 
 /// Where the entry resolves to, from the cached index when it is fresh (or we are offline),
@@ -197,12 +332,12 @@ fn resolve_cached(entry: &KernelEntry, cfg: &FetchConfig, force: bool) -> Result
 
     let memo_path = cfg
         .cache
-        .resolved_path(&cfg.mirror, &entry.suite, &entry.package);
+        .resolved_path(&cfg.mirror, &entry.suite, &memo_key(entry));
     if let Some(memo) = std::fs::read(&memo_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
     {
-        if memo.glob == entry.package && memo.index_sha256 == header.sha256 {
+        if memo.glob == memo_key(entry) && memo.index_sha256 == header.sha256 {
             return Ok((
                 Resolved {
                     id: entry.id.clone(),
@@ -226,7 +361,7 @@ fn resolve_cached(entry: &KernelEntry, cfg: &FetchConfig, force: bool) -> Result
     };
     let resolved = archive::resolve(entry, &index)?;
     let memo = Memo {
-        glob: entry.package.clone(),
+        glob: memo_key(entry),
         index_sha256,
         resolved: resolved.clone(),
     };
@@ -235,6 +370,14 @@ fn resolve_cached(entry: &KernelEntry, cfg: &FetchConfig, force: bool) -> Result
         let _ = cache::write_atomic(&memo_path, &json);
     }
     Ok((resolved, fetched))
+}
+
+/// The package glob, and the version glob when there is one: what a resolution depends on.
+fn memo_key(entry: &KernelEntry) -> String {
+    match &entry.version {
+        Some(v) => format!("{}@{v}", entry.package),
+        None => entry.package.clone(),
+    }
 }
 
 /// What a package glob resolved to in one version of an index, so a warm run need not parse

@@ -19,6 +19,10 @@ pub struct KernelEntry {
     pub suite: String,
     /// Glob over binary package names; the newest matching version wins.
     pub package: String,
+    /// Optional glob over the Debian version: only versions matching it are candidates (a
+    /// runtime row pins its upstream release this way, e.g. "0.0~20240729.*").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Glob over paths inside the package (without "./") matching exactly one file.
     pub image: String,
     /// Optional glob for the kernel config inside the same package.

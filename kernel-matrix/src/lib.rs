@@ -3,7 +3,9 @@
 //!
 //! Where things are: `kernels` (kernels.yaml), `archive` + `cache` + `deb` + `fetch`
 //! (getting an image), `build` (an image from a source tree), `image` (what a bzImage says about itself), `initramfs`, `boot`
-//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases), `coverage` (gcov of the syscall path).
+//! (qemu), `matrix` (scheduling, sharding), `report` (table, report.md, KTAP, JSON), `compare` (the verdict on changed cases),
+//! `coverage` (gcov of the syscall path), `runtime` (gVisor, UML and qemu-user rows, runtimes.yaml),
+//! `conformance` (known divergences of a runtime).
 
 pub mod archive;
 pub mod boot;
@@ -11,6 +13,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod compare;
+pub mod conformance;
 pub mod coverage;
 pub mod deb;
 pub mod error;
@@ -22,6 +25,7 @@ pub mod initramfs;
 pub mod kernels;
 pub mod matrix;
 pub mod report;
+pub mod runtime;
 pub mod vmlinux;
 
 pub use error::{Error, Result};

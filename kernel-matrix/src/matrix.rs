@@ -26,6 +26,8 @@ pub enum Source {
         path: PathBuf,
         sha256: String,
     },
+    /// Another implementation of the calls (runtimes.yaml), judged against a Linux release.
+    Runtime(crate::runtime::RuntimeEntry),
 }
 
 /// A kernel chosen for this run, before its image exists locally.
@@ -58,6 +60,14 @@ pub struct Prepared {
     pub boot_image: PathBuf,
     /// Why `image` itself boots (no vmlinux with a PVH entry), if it does.
     pub bzimage_reason: Option<String>,
+    /// For a runtime row: its kind (gvisor, uml, qemu-user); `image` is its program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+    /// For a runtime row: the Linux release (X.Y.Z) it is judged against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip)]
+    pub runtime_entry: Option<crate::runtime::RuntimeEntry>,
 }
 
 /// `--kernel-image [NAME=]PATH`.
@@ -125,6 +135,18 @@ pub fn select(
     images: &[ImageArg],
     shard: Option<Shard>,
 ) -> Result<Vec<Selected>> {
+    select_with(list, &[], ids, images, shard)
+}
+
+/// [`select`] where `ids` may also name runtimes of `runtimes` (never selected by default:
+/// "all" means all kernels). A runtime id given twice runs once.
+pub fn select_with(
+    list: &[KernelEntry],
+    runtimes: &[crate::runtime::RuntimeEntry],
+    ids: &[String],
+    images: &[ImageArg],
+    shard: Option<Shard>,
+) -> Result<Vec<Selected>> {
     let mut out = Vec::new();
     let all = ids.is_empty() && images.is_empty();
     for e in list {
@@ -135,8 +157,25 @@ pub fn select(
             });
         }
     }
+    for r in runtimes {
+        if ids.iter().any(|i| i == &r.id) {
+            out.push(Selected {
+                id: r.id.clone(),
+                source: Source::Runtime(r.clone()),
+            });
+        }
+    }
     for id in ids {
-        kernels::find(list, id)?;
+        if runtimes.iter().any(|r| &r.id == id) {
+            continue;
+        }
+        kernels::find(list, id).map_err(|e| {
+            if runtimes.is_empty() {
+                return e;
+            }
+            let known: Vec<&str> = runtimes.iter().map(|r| r.id.as_str()).collect();
+            Error::new(format!("{} (runtimes: {})", e.0, known.join(", ")))
+        })?;
     }
     for img in images {
         out.push(select_image(img)?);
@@ -181,10 +220,11 @@ fn id_collision(first: &Selected, again: &Selected) -> Option<Error> {
     let what = |s: &Selected| match &s.source {
         Source::Debian(e) => format!("--kernel {}", e.id),
         Source::Local { path, .. } => format!("--kernel-image {}", path.display()),
+        Source::Runtime(r) => format!("--kernel {}", r.id),
     };
     if matches!(
         (&first.source, &again.source),
-        (Source::Debian(_), Source::Debian(_))
+        (Source::Debian(_), Source::Debian(_)) | (Source::Runtime(_), Source::Runtime(_))
     ) {
         return None;
     }
@@ -280,7 +320,30 @@ fn prepare_one(
                 image: k.image,
                 sha256: k.sha256,
                 bzimage_reason: None,
+                runtime: None,
+                reference: None,
+                runtime_entry: None,
             }
+        }
+        Source::Runtime(entry) => {
+            let f = fetch::ensure_program(&entry.as_package(), cfg, progress)?;
+            progress(FetchEvent::Cached);
+            return Ok(Prepared {
+                id: sel.id.clone(),
+                series: String::new(),
+                release: format!("{} {}", f.package, f.version),
+                version: f.version,
+                build: String::new(),
+                version_string: String::new(),
+                origin: format!("debian:{}", f.package),
+                boot_image: f.path.clone(),
+                image: f.path,
+                sha256: f.sha256,
+                bzimage_reason: None,
+                runtime: Some(entry.kind.name()),
+                reference: None,
+                runtime_entry: Some(entry.clone()),
+            });
         }
         Source::Local { path, sha256 } => {
             let info = image::inspect(path)?;
@@ -296,6 +359,9 @@ fn prepare_one(
                 boot_image: path.clone(),
                 sha256: sha256.clone(),
                 bzimage_reason: None,
+                runtime: None,
+                reference: None,
+                runtime_entry: None,
             }
         }
     };
@@ -446,6 +512,11 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Scratch space: the initramfs and each VM's serial logs.
     pub workdir: PathBuf,
+    /// For runtime rows: the static harness, and the cases laid out as in the initramfs.
+    pub harness: Option<PathBuf>,
+    pub case_tree: Option<PathBuf>,
+    /// The harness's per-case step budget (the matrix's 60 s, as inside a VM).
+    pub case_timeout: Duration,
 }
 
 impl RunOptions {
@@ -459,6 +530,9 @@ impl RunOptions {
             boot_timeout: Duration::from_secs(60),
             timeout: Duration::from_secs(600),
             workdir,
+            harness: None,
+            case_tree: None,
+            case_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -551,6 +625,21 @@ fn run_one(
     opts: &RunOptions,
     progress: &(dyn Fn(&str, VmEvent) + Sync),
 ) -> KernelResult {
+    if let Some(entry) = &k.runtime_entry {
+        progress(&k.id, VmEvent::Booting);
+        let spec = crate::runtime::RunSpec {
+            harness: opts.harness.clone().unwrap_or_default(),
+            cases: opts.case_tree.clone().unwrap_or_default(),
+            initrd: initrd.to_path_buf(),
+            reference: k.reference.clone().unwrap_or_default(),
+            workdir: opts.workdir.join(format!("rt-{}", k.id)),
+            timeout: opts.timeout,
+            case_timeout: opts.case_timeout,
+        };
+        let r = crate::runtime::run_one(k, entry, &spec);
+        progress(&k.id, VmEvent::Done);
+        return r;
+    }
     progress(&k.id, VmEvent::Booting);
     let mut cfg = VmConfig::new(
         opts.qemu.clone(),
@@ -749,7 +838,7 @@ mod tests {
         assert_eq!(ids, ["6.1", "base", "patched"]);
         let sha = |s: &Selected| match &s.source {
             Source::Local { sha256, .. } => sha256.clone(),
-            Source::Debian(_) => String::new(),
+            Source::Debian(_) | Source::Runtime(_) => String::new(),
         };
         assert_eq!(sha(&sel[1]).len(), 64);
         assert_ne!(sha(&sel[1]), sha(&sel[2]));

@@ -198,11 +198,16 @@ pub fn kernel_header(k: &KernelResult, full_sha: bool) -> String {
 /// `6.1 (6.1.176-1, tcg): boot 3.0 s, run 11.1 s: 250 pass, 0 fail, 20 skip, 0 broken`.
 pub fn kernel_line(k: &KernelResult) -> String {
     let s = &k.summary;
+    // A runtime row says what it runs in and which Linux judges it, not a QEMU accelerator.
+    let how = match (&k.kernel.runtime, &k.kernel.reference) {
+        (Some(kind), Some(r)) => format!("{kind}, judged as Linux {r}"),
+        (Some(kind), None) => kind.to_string(),
+        _ => k.accel.name().to_string(),
+    };
     let mut line = format!(
-        "{} ({}, {}): boot {}, run {:.1} s: {} pass, {} fail, {} skip, {} broken",
+        "{} ({}, {how}): boot {}, run {:.1} s: {} pass, {} fail, {} skip, {} broken",
         k.kernel.id,
         k.kernel.version,
-        k.accel.name(),
         k.boot_s.map_or("-".into(), |b| format!("{b:.1} s")),
         k.run_s,
         s.pass,
@@ -210,8 +215,13 @@ pub fn kernel_line(k: &KernelResult) -> String {
         s.skip,
         s.broken
     );
-    if let Some(f) = &k.failure {
-        line.push_str(&format!(" — KERNEL BROKEN: {f}"));
+    match (&k.failure, k.status) {
+        (Some(f), "not-implemented") => line.push_str(&format!(" — NOT IMPLEMENTED: {f}")),
+        (Some(f), _) if k.kernel.runtime.is_some() => {
+            line.push_str(&format!(" — RUNTIME BROKEN: {f}"))
+        }
+        (Some(f), _) => line.push_str(&format!(" — KERNEL BROKEN: {f}")),
+        (None, _) => {}
     }
     line
 }
@@ -274,7 +284,7 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
             k.kernel.release,
             k.kernel.build,
             &k.kernel.sha256[..k.kernel.sha256.len().min(12)],
-            k.accel.name(),
+            k.kernel.runtime.unwrap_or(k.accel.name()),
             k.status,
             k.boot_s.map_or("-".into(), |b| format!("{b:.1}")),
             k.run_s,
@@ -407,12 +417,12 @@ pub fn write_dir(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::boot::Accel;
     use crate::matrix::counts;
 
-    fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
+    pub(crate) fn kernel(id: &str, results: Vec<Value>) -> KernelResult {
         KernelResult {
             kernel: crate::matrix::Prepared {
                 id: id.into(),
@@ -423,6 +433,9 @@ mod tests {
                 version_string: format!("{id}.0-1-cloud-amd64 (x) #1 SMP"),
                 origin: "debian:x".into(),
                 image: "/cache/vmlinuz".into(),
+                runtime: None,
+                reference: None,
+                runtime_entry: None,
                 sha256: format!("{:0>64}", id.replace('.', "")),
                 boot_image: "/cache/vmlinux".into(),
                 bzimage_reason: None,
