@@ -129,7 +129,11 @@ fn row_matches_its_file(id: &str) {
     // A broken case is a harness failure inside the runtime (issue 12 item 4: 0 broken on
     // every runtime); it also fails the row's exit status.
     let broken = r.kernel["summary"]["broken"].as_u64().unwrap_or(0);
-    assert_eq!(broken, 0, "{id}: broken cases inside the runtime:\n{}", r.stderr);
+    assert_eq!(
+        broken, 0,
+        "{id}: broken cases inside the runtime:\n{}",
+        r.stderr
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
