@@ -126,6 +126,12 @@ fn row_matches_its_file(id: &str) {
         "{id}: divergences differ from kernel-matrix/conformance/{id}.yaml:\n{}",
         r.stderr
     );
+    // A runtime runs on the host's CPU: report.json names no QEMU accelerator for it.
+    assert!(
+        r.kernel["accel"].is_null(),
+        "{id}: report.json says accel {}, for a row that is not a QEMU guest",
+        r.kernel["accel"]
+    );
     let broken = r.kernel["summary"]["broken"].as_u64().unwrap_or(0);
     // Broken cases are harness failures inside the runtime (issue 12 item 4): they fail the
     // row's exit status, and the test says how many there are.
