@@ -17,6 +17,11 @@ const TABLE: &[(&str, i32)] = &[
     ("EINVAL", libc::EINVAL),
     ("ENOSYS", libc::ENOSYS),
     ("EOVERFLOW", libc::EOVERFLOW),
+    // Setup failures: a MAP_FIXED_NOREPLACE collision, an io_uring ring off its place,
+    // O_TMPFILE refused (gVisor's gofer).
+    ("EEXIST", libc::EEXIST),
+    ("EADDRNOTAVAIL", libc::EADDRNOTAVAIL),
+    ("EISDIR", libc::EISDIR),
 ];
 
 /// The number for an errno name, or `None` for a name this suite does not know.
@@ -50,5 +55,7 @@ mod tests {
         }
         assert_eq!(from_name("EWHATEVER"), None);
         assert_eq!(name(9999), "errno9999");
+        // Setup failures are reported by name too.
+        assert_eq!(name(libc::EEXIST), "EEXIST");
     }
 }

@@ -7,8 +7,11 @@
 //! `fail` (or `broken`) result, and its YAML is kept so `pvmtest run` reproduces it on the
 //! host or `kernel-matrix run --cases FILE` in a kernel.
 
+use crate::conformance::{Baseline, Class};
 use crate::{Error, Result};
 use pvmtest::fuzzcase::{fnv64, FuzzCase, SplitMix64};
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The cases for (seed, count): `(file name, YAML)`, each accepted by the validator. Inputs
@@ -46,9 +49,97 @@ pub fn write_cases(dir: &Path, cases: &[(String, String)]) -> Result<PathBuf> {
     Ok(at)
 }
 
+/// One row's mismatches of one class (or its broken cases), as `fuzz` prints them.
+pub struct Group<'a> {
+    pub title: String,
+    /// The class is one the row's conformance file already explains: a generated case has no
+    /// entry of its own, so its mismatch is counted and kept, not listed.
+    pub known: bool,
+    pub results: Vec<&'a Value>,
+}
+
+/// The classes of a runtime's known divergences (none for a kernel row or a runtime without
+/// a file).
+pub fn known_classes(b: Option<&Baseline>) -> BTreeSet<Class> {
+    b.map_or_else(BTreeSet::new, |b| {
+        b.divergences.values().map(|k| k.class).collect()
+    })
+}
+
+/// A row's failing and broken results, grouped by the class of the step that decided
+/// Linux's answer. Broken cases come first, then the classes the row's file does not know,
+/// then the known ones, so a known class (runtimes diverge in whole classes) never drowns a
+/// new one.
+pub fn groups<'a>(results: &'a [Value], known: &BTreeSet<Class>) -> Vec<Group<'a>> {
+    let mut broken = Vec::new();
+    let mut by_class: std::collections::BTreeMap<Class, Vec<&Value>> = Default::default();
+    for r in results {
+        match r["status"].as_str() {
+            Some("broken") => broken.push(r),
+            Some("fail") => by_class
+                .entry(Class::of_step(r["decided_by"].as_str().unwrap_or_default()))
+                .or_default()
+                .push(r),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if !broken.is_empty() {
+        out.push(Group {
+            title: "broken (harness failures)".into(),
+            known: false,
+            results: broken,
+        });
+    }
+    for want_known in [false, true] {
+        for (c, rs) in &by_class {
+            if known.contains(c) == want_known {
+                out.push(Group {
+                    title: c.title().into(),
+                    known: want_known,
+                    results: rs.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn r(case: &str, status: &str, step: &str) -> Value {
+        json!({"case": case, "status": status, "decided_by": step})
+    }
+
+    #[test]
+    fn known_classes_come_last_and_new_ones_are_listed() {
+        let res = vec![
+            r("fuzz/a", "fail", "flags"),
+            r("fuzz/b", "fail", "remote_fault"),
+            r("fuzz/c", "fail", "flags"),
+            r("fuzz/d", "pass", "complete"),
+            r("fuzz/e", "broken", "complete"),
+        ];
+        let known: BTreeSet<Class> = [Class::Flags].into();
+        let g = groups(&res, &known);
+        let shape: Vec<(&str, bool, usize)> = g
+            .iter()
+            .map(|g| (g.title.as_str(), g.known, g.results.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("broken (harness failures)", false, 1),
+                ("remote fault", false, 1),
+                ("flags", true, 2)
+            ]
+        );
+        // With no file every class is new.
+        assert!(groups(&res, &BTreeSet::new()).iter().all(|g| !g.known));
+    }
 
     #[test]
     fn generation_is_deterministic_and_valid() {

@@ -555,7 +555,9 @@ pub struct KernelResult {
     /// Which kernel, exactly (id, series, versions, origin, image).
     #[serde(flatten)]
     pub kernel: Prepared,
-    pub accel: Accel,
+    /// QEMU's accelerator; null for a runtime row, which runs on the host's CPU (the row's
+    /// `runtime` says what it runs in).
+    pub accel: Option<Accel>,
     /// "ok" or "broken".
     pub status: &'static str,
     /// Why the kernel is broken.
@@ -683,7 +685,7 @@ fn run_one(
     results.sort_by(|a, b| a["case"].as_str().cmp(&b["case"].as_str()));
     let mut res = KernelResult {
         kernel: k.clone(),
-        accel: opts.accel,
+        accel: Some(opts.accel),
         status: "ok",
         failure: None,
         boot_s: None,

@@ -1,6 +1,7 @@
 //! What a matrix run prints and writes: the case × kernel table, the cross-kernel
 //! differences, report.md, one KTAP file per kernel and report.json.
 
+use crate::boot::Accel;
 use crate::matrix::KernelResult;
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -202,7 +203,7 @@ pub fn kernel_line(k: &KernelResult) -> String {
     let how = match (&k.kernel.runtime, &k.kernel.reference) {
         (Some(kind), Some(r)) => format!("{kind}, judged as Linux {r}"),
         (Some(kind), None) => kind.to_string(),
-        _ => k.accel.name().to_string(),
+        _ => k.accel.map_or("-", Accel::name).to_string(),
     };
     let mut line = format!(
         "{} ({}, {how}): boot {}, run {:.1} s: {} pass, {} fail, {} skip, {} broken",
@@ -284,7 +285,7 @@ pub fn markdown(kernels: &[KernelResult], describe: &dyn Fn(&str) -> Option<Stri
             k.kernel.release,
             k.kernel.build,
             &k.kernel.sha256[..k.kernel.sha256.len().min(12)],
-            k.kernel.runtime.unwrap_or(k.accel.name()),
+            k.kernel.runtime.or(k.accel.map(Accel::name)).unwrap_or("-"),
             k.status,
             k.boot_s.map_or("-".into(), |b| format!("{b:.1}")),
             k.run_s,
@@ -440,7 +441,7 @@ pub(crate) mod tests {
                 boot_image: "/cache/vmlinux".into(),
                 bzimage_reason: None,
             },
-            accel: Accel::Tcg,
+            accel: Some(Accel::Tcg),
             status: "ok",
             failure: None,
             boot_s: Some(3.0),

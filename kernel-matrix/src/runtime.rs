@@ -171,7 +171,7 @@ pub fn run_one(p: &Prepared, entry: &RuntimeEntry, spec: &RunSpec) -> KernelResu
     let start = Instant::now();
     let mut res = KernelResult {
         kernel: p.clone(),
-        accel: boot::Accel::Tcg,
+        accel: None,
         status: "ok",
         failure: None,
         boot_s: None,
