@@ -130,7 +130,8 @@ pub enum Command {
         /// Write report.md, report.json and one KTAP file per kernel here.
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
-        /// VMs at once (default: the number of CPUs).
+        /// VMs at once (default: every kernel of the run at once, as far as free memory
+        /// allows for --memory-mib each, and at least one per CPU).
         #[arg(long)]
         vms: Option<usize>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -864,9 +865,10 @@ pub fn run_selected_full(
     }
     opts.memory_mib = common.memory_mib;
     opts.timeout = Duration::from_secs(common.timeout);
-    if let Some(v) = vms {
-        opts.vms = v.max(1);
-    }
+    opts.vms = match vms {
+        Some(v) => v.max(1),
+        None => matrix::default_vms(prepared.len(), opts.memory_mib),
+    };
     let kernels = matrix::run(&prepared, &initrd, &opts, &|id, ev| ui.vm(id, ev));
     // No summary lines here: every command prints them once with its own output (the
     // table ends with them), and stdout and stderr usually share a terminal.

@@ -520,7 +520,8 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// TCG, one VM per core, 3 GiB each, 60 s to boot, 600 s per VM.
+    /// TCG, one VM per core (the command line's default is [`default_vms`]), 3 GiB each, 60 s to
+    /// boot, 600 s per VM.
     pub fn new(qemu: PathBuf, workdir: PathBuf) -> RunOptions {
         RunOptions {
             qemu,
@@ -592,6 +593,34 @@ pub enum VmEvent {
     Total(usize),
     Case { status: String },
     Done,
+}
+
+/// VMs at once when `--vms` is not given: every row of the run, as far as memory allows
+/// (`MemAvailable` over the guest RAM, at least one per CPU).
+///
+/// Under TCG a VM is one host thread, busy from boot to its last case. One worker per core
+/// queued the kernels: on two cores the five kernels ran three in a row on one core while
+/// the other core idled for the last one's whole run. All at once, the cores stay shared
+/// until the end (docs/BENCHMARKS.md has both).
+pub fn default_vms(rows: usize, memory_mib: u64) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| mem_available_kib(&m))
+        .map(|kib| kib / 1024);
+    vms_for(rows, cpus, available_mib, memory_mib)
+}
+
+fn mem_available_kib(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn vms_for(rows: usize, cpus: usize, available_mib: Option<u64>, memory_mib: u64) -> usize {
+    let fit = available_mib.map_or(cpus, |a| (a / memory_mib.max(1)) as usize);
+    rows.min(fit.max(cpus)).max(1)
 }
 
 /// Boots every prepared kernel with the initramfs, `opts.vms` at a time.
@@ -736,6 +765,21 @@ fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// All rows at once when memory allows, never fewer than one per CPU, never more than
+    /// the rows; MemAvailable read from /proc/meminfo's format.
+    #[test]
+    fn default_vms_shares_the_cores_among_all_rows() {
+        assert_eq!(vms_for(5, 2, Some(20_000), 3072), 5);
+        assert_eq!(vms_for(5, 2, Some(7_000), 3072), 2);
+        assert_eq!(vms_for(5, 2, Some(10_000), 3072), 3);
+        assert_eq!(vms_for(1, 8, Some(100_000), 3072), 1);
+        assert_eq!(vms_for(5, 2, None, 3072), 2);
+        assert_eq!(vms_for(0, 2, None, 3072), 1);
+        let m = "MemTotal:       24598476 kB\nMemFree:        1 kB\nMemAvailable:   20123456 kB\n";
+        assert_eq!(mem_available_kib(m), Some(20_123_456));
+        assert_eq!(mem_available_kib("MemTotal: 1 kB\n"), None);
+    }
 
     #[test]
     fn shards_partition_the_kernels() {
