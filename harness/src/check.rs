@@ -730,8 +730,7 @@ fn in_copy_order(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, V
             if s != d && s < d + n && d < s + n {
                 bytes.iter_mut().for_each(|b| *b = None);
             }
-            let mut a = d;
-            for b in bytes {
+            for (a, b) in (d..).zip(bytes) {
                 let p = a - a % PAGE;
                 let pg = pages.entry(p).or_insert_with(|| {
                     let mut v = Vec::with_capacity(PAGE as usize);
@@ -739,7 +738,6 @@ fn in_copy_order(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, V
                     v
                 });
                 pg[(a - p) as usize] = b;
-                a += 1;
             }
             done += n;
         }
@@ -1104,7 +1102,11 @@ mod tests {
             let init = crate::pattern::initial_in(r, pred.io_rings);
             let (mem, checked) = expected_memory(&plan, &pred, r);
             assert!(checked.iter().all(|&c| c), "{syscall}");
-            let pages: Vec<usize> = if forward { vec![0, 0, 0, 0] } else { vec![1, 2, 3, 3] };
+            let pages: Vec<usize> = if forward {
+                vec![0, 0, 0, 0]
+            } else {
+                vec![1, 2, 3, 3]
+            };
             for (i, src) in pages.into_iter().enumerate() {
                 assert_eq!(
                     mem[i * page..(i + 1) * page],
