@@ -577,6 +577,9 @@ fn uncovered(covered: &mut Vec<(u64, u64)>, a: u64, b: u64) -> Vec<(u64, u64)> {
 /// The model's final contents of a region: the initial bytes with every copy applied in
 /// order (computed backwards so that bytes overwritten later are never materialised), and
 /// which bytes are checked (all but those copied from a live mapping, see [`source_bytes`]).
+///
+/// When the target shares the caller's mm and a copy reads bytes some copy of the same call
+/// writes, the copies are replayed in Linux's order instead ([`in_copy_order`]).
 pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, Vec<bool>) {
     let mut mem = crate::pattern::initial_in(region, pred.io_rings);
     let mut checked = vec![true; mem.len()];
@@ -587,6 +590,9 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<
     let reachable = region.side == dst_side || plan.target_shares_caller_mm();
     if !reachable || pred.result.is_err() {
         return (mem, checked);
+    }
+    if plan.target_shares_caller_mm() && sources_meet_destinations(pred, write) {
+        return in_copy_order(plan, pred, region);
     }
     let (rs, re) = (region.start, region.start + region.backed_len());
     let mut covered = Vec::new();
@@ -616,6 +622,161 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<
             for (k, b) in bytes.into_iter().enumerate() {
                 mem[at + k] = b.unwrap_or(0);
                 checked[at + k] = b.is_some();
+            }
+        }
+    }
+    (mem, checked)
+}
+
+/// `(source, destination)` of a copy: readv copies remote to local, writev local to remote.
+fn src_dst(c: &model::Copy, write: bool) -> (u64, u64) {
+    if write {
+        (c.local, c.remote)
+    } else {
+        (c.remote, c.local)
+    }
+}
+
+/// Whether some copy's source range meets some copy's destination range (one address space:
+/// a self/thread/clone_vm target). Otherwise every source byte is read before anything in the
+/// call writes it, and the initial layout gives it.
+fn sources_meet_destinations(pred: &Prediction, write: bool) -> bool {
+    let mut dst: Vec<(u64, u64)> = pred
+        .copies
+        .iter()
+        .map(|c| {
+            let (_, d) = src_dst(c, write);
+            (d, d.saturating_add(c.len))
+        })
+        .collect();
+    dst.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(dst.len());
+    for (a, b) in dst {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    pred.copies.iter().any(|c| {
+        let (s, _) = src_dst(c, write);
+        let e = s.saturating_add(c.len);
+        // The first merged interval that ends after `s`.
+        let i = merged.partition_point(|&(_, b)| b <= s);
+        merged.get(i).is_some_and(|&(a, _)| a < e)
+    })
+}
+
+/// Whether a page read-pinned by a readv is the page a later write through the caller's
+/// page tables lands in, so that a copy from it sees that write: private anonymous memory the
+/// process has written (its pages are present and exclusive: the pin takes a reference and a
+/// user write needs no fault), and shared file mappings (the page cache page is both). Not
+/// for a never-written page (a read pin may take the shared zero page, and the write then
+/// faults in a new one), nor a private file page (the write copies it on write; the pin keeps
+/// the page cache page), nor anything else.
+fn read_pin_sees_writes(plan: &Plan, addr: u64) -> bool {
+    if plan
+        .arrays
+        .iter()
+        .any(|m| addr >= m.map_start && addr < m.map_start + m.map_len)
+    {
+        return true;
+    }
+    let r = plan
+        .target_regions
+        .iter()
+        .chain(&plan.caller_regions)
+        .find(|r| addr >= r.start && addr < r.end());
+    r.is_some_and(|r| {
+        r.is_shared_file()
+            || (matches!(
+                r.kind,
+                RegionKind::Anon
+                    | RegionKind::Thp
+                    | RegionKind::Growsdown
+                    | RegionKind::Sealed
+                    | RegionKind::Hugetlb
+            ) && r.fill == crate::case::Fill::Pattern)
+    })
+}
+
+/// The address space of a self/thread/clone_vm call as Linux's copy loop leaves it
+/// (docs/SEMANTICS.md, "Overlapping copies in one address space"): every copy is cut at the
+/// remote page boundaries (`process_vm_rw_pages` copies one pinned page at a time, in
+/// ascending order, each into or out of the local iterator's segments in order) and the
+/// pieces are applied in that order, each reading memory as the earlier pieces left it. So a
+/// self-read of `{r, 3 pages}` into `{r + page, 3 pages}` copies page 0 to page 1, then that
+/// (now page 0's bytes) to page 2, and so on, where `memmove` would shift the region.
+///
+/// Bytes the source does not decide are unchecked (`false` in the second vector): a piece
+/// whose source and destination overlap without being equal (inside one page copy the copy
+/// routine's chunking decides what is read after being written), and, for a readv, bytes read
+/// from a pinned page that an earlier piece wrote through the page tables when the pin need
+/// not be the page that write went to ([`read_pin_sees_writes`]).
+fn in_copy_order(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<u8>, Vec<bool>) {
+    use crate::expr::PAGE;
+    use std::collections::BTreeMap;
+    let write = plan.call.syscall == Syscall::Writev;
+    // The pages some piece wrote, as they are now; every other byte is the initial layout's.
+    let mut pages: BTreeMap<u64, Vec<Option<u8>>> = BTreeMap::new();
+    let initial = |a: u64, len: u64, out: &mut Vec<Option<u8>>| {
+        source_bytes(
+            plan,
+            &pred.mappings,
+            pred.io_rings,
+            Side::Target,
+            a,
+            len,
+            out,
+        )
+    };
+    for c in &pred.copies {
+        let (src, dst) = src_dst(c, write);
+        let mut done = 0u64;
+        while done < c.len {
+            // The remote page this piece is in bounds it.
+            let remote = c.remote + done;
+            let n = (PAGE - remote % PAGE).min(c.len - done);
+            let (s, d) = (src + done, dst + done);
+            let mut bytes = Vec::with_capacity(n as usize);
+            let mut a = s;
+            while a < s + n {
+                let p = a - a % PAGE;
+                let stop = (s + n).min(p + PAGE);
+                match pages.get(&p) {
+                    Some(pg) => {
+                        let sees = write || read_pin_sees_writes(plan, p);
+                        let range = &pg[(a - p) as usize..(stop - p) as usize];
+                        bytes.extend(range.iter().map(|b| b.filter(|_| sees)));
+                    }
+                    None => initial(a, stop - a, &mut bytes),
+                }
+                a = stop;
+            }
+            if s != d && s < d + n && d < s + n {
+                bytes.iter_mut().for_each(|b| *b = None);
+            }
+            for (a, b) in (d..).zip(bytes) {
+                let p = a - a % PAGE;
+                let pg = pages.entry(p).or_insert_with(|| {
+                    let mut v = Vec::with_capacity(PAGE as usize);
+                    initial(p, PAGE, &mut v);
+                    v
+                });
+                pg[(a - p) as usize] = b;
+            }
+            done += n;
+        }
+    }
+    let mut mem = crate::pattern::initial_in(region, pred.io_rings);
+    let mut checked = vec![true; mem.len()];
+    let (rs, re) = (region.start, region.start + region.backed_len());
+    for (&p, pg) in pages.range(rs - rs % PAGE..re) {
+        for (k, b) in pg.iter().enumerate() {
+            let a = p + k as u64;
+            if a >= rs && a < re {
+                let i = (a - rs) as usize;
+                mem[i] = b.unwrap_or(0);
+                checked[i] = b.is_some();
             }
         }
     }
@@ -982,6 +1143,63 @@ mod tests {
         // Neither stops `pvmtest check` judging a pin, for root or anyone else.
         assert_eq!(unmet_for_pin(&p, &r), None);
         assert_eq!(unmet_for_pin(&p, &n), None);
+    }
+
+    /// A self-read or self-write of a 4-page region into itself shifted by one page: Linux
+    /// copies page by page in ascending order through one address space, so the forward
+    /// shift spreads page 0 over every page (memmove would give pages 0, 0, 1, 2) and the
+    /// backward shift is the memmove shift (pages 1, 2, 3, 3). Every byte is checked.
+    #[test]
+    fn overlapping_self_copies_follow_linux_order() {
+        let page = crate::expr::PAGE as usize;
+        for (syscall, forward, local, remote) in [
+            ("readv", true, "r+page", "r"),
+            ("readv", false, "r", "r+page"),
+            ("writev", true, "r", "r+page"),
+            ("writev", false, "r+page", "r"),
+        ] {
+            let y = format!(
+                "description: t\ntarget:\n  kind: self\n  regions: [{{name: r, pages: 4}}]\ncaller:\n  regions: [{{name: buf, pages: 1}}]\ncall:\n  syscall: {syscall}\n  local: [{{base: {local}, len: 3*page}}]\n  remote: [{{base: {remote}, len: 3*page}}]\n"
+            );
+            let plan = load_str("t.yaml", "t", &y).unwrap();
+            let pred = model::predict(&plan, &Facts::example((6, 12, 0)));
+            assert_eq!(pred.result, Ok(3 * page as u64), "{syscall}");
+            let r = plan.region(Side::Target, "r").unwrap();
+            let init = crate::pattern::initial_in(r, pred.io_rings);
+            let (mem, checked) = expected_memory(&plan, &pred, r);
+            assert!(checked.iter().all(|&c| c), "{syscall}");
+            let pages: Vec<usize> = if forward {
+                vec![0, 0, 0, 0]
+            } else {
+                vec![1, 2, 3, 3]
+            };
+            for (i, src) in pages.into_iter().enumerate() {
+                assert_eq!(
+                    mem[i * page..(i + 1) * page],
+                    init[src * page..(src + 1) * page],
+                    "{syscall} forward={forward}: page {i} should hold page {src}"
+                );
+            }
+            if forward {
+                // Not what memmove gives: page 2 would hold page 1.
+                assert_ne!(mem[2 * page..3 * page], init[page..2 * page]);
+            }
+        }
+    }
+
+    /// A piece whose source and destination overlap inside one page copy (a shift by less
+    /// than a page) is not decided by the source: the copy routine's chunking is. Those
+    /// destination bytes are unchecked; the rest of the region is.
+    #[test]
+    fn overlap_inside_one_page_copy_is_unchecked() {
+        let y = "description: t\ntarget:\n  kind: self\n  regions: [{name: r, pages: 2}]\ncaller:\n  regions: [{name: buf, pages: 1}]\ncall:\n  syscall: readv\n  local: [{base: r+8, len: 100}]\n  remote: [{base: r, len: 100}]\n";
+        let plan = load_str("t.yaml", "t", y).unwrap();
+        let pred = model::predict(&plan, &Facts::example((6, 12, 0)));
+        let r = plan.region(Side::Target, "r").unwrap();
+        let (_, checked) = expected_memory(&plan, &pred, r);
+        assert!(checked[..8].iter().all(|&c| c));
+        assert!(checked[8..108].iter().all(|&c| !c));
+        assert!(checked[108..].iter().all(|&c| c));
     }
 
     /// `uncovered` against a bitmap over small intervals, in pseudo-random orders.

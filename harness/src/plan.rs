@@ -1064,10 +1064,35 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     stack_windows.extend(growth_windows(&caller_regions, chole));
 
     let call = &case.call;
-    let (local, local_groups) =
-        expand_iovs(&call.local, &caller_regions, chole, cguard, "call.local")?;
-    let (remote, remote_groups) =
-        expand_iovs(&call.remote, &target_regions, thole, tguard, "call.remote")?;
+    // A self/thread/clone_vm target is the caller's address space: each side's addresses may
+    // name the other side's regions too (its own side's first), so a case can make a copy
+    // whose source and destination overlap (docs/SEMANTICS.md, "Overlapping copies in one
+    // address space").
+    let one_mm = matches!(
+        case.target.kind,
+        TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm
+    );
+    let names = |own: &[Region], other: &[Region]| -> Vec<Region> {
+        let mut v = own.to_vec();
+        if one_mm {
+            v.extend(other.iter().cloned());
+        }
+        v
+    };
+    let (local, local_groups) = expand_iovs(
+        &call.local,
+        &names(&caller_regions, &target_regions),
+        chole,
+        cguard,
+        "call.local",
+    )?;
+    let (remote, remote_groups) = expand_iovs(
+        &call.remote,
+        &names(&target_regions, &caller_regions),
+        thole,
+        tguard,
+        "call.remote",
+    )?;
     let mut specials: Vec<Special> = Vec::new();
     for (side, list, groups) in [
         ("call.local", &local, &local_groups),

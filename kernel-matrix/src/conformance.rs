@@ -24,12 +24,15 @@ pub enum Class {
     RemoteFault,
     LocalFault,
     SpecialMappings,
+    /// Copies whose source and destination are the same memory (a self/thread/clone_vm
+    /// target): the bytes follow the runtime's copy order, not Linux's page-by-page one.
+    OverlappingCopies,
     /// Decided by `complete` (the copy itself) and not one of the above.
     Other,
 }
 
 impl Class {
-    pub const ALL: [Class; 9] = [
+    pub const ALL: [Class; 10] = [
         Class::Flags,
         Class::Counts,
         Class::ZeroLengthShortcuts,
@@ -38,6 +41,7 @@ impl Class {
         Class::RemoteFault,
         Class::LocalFault,
         Class::SpecialMappings,
+        Class::OverlappingCopies,
         Class::Other,
     ];
 
@@ -51,6 +55,7 @@ impl Class {
             Class::RemoteFault => "remote fault",
             Class::LocalFault => "local fault",
             Class::SpecialMappings => "special mappings",
+            Class::OverlappingCopies => "overlapping copies",
             Class::Other => "other (the copy itself)",
         }
     }
