@@ -204,6 +204,20 @@ pub fn int80_probe() -> Int80 {
     }
 }
 
+/// Keeps glibc's malloc from holding on to freed big buffers: `mallopt(M_MMAP_THRESHOLD,
+/// 128 KiB)` fixes the threshold that glibc otherwise raises to the size of each big block
+/// freed (up to 32 MiB), after which 4 MiB region images and dumps came from the heap and
+/// stayed resident. The harness forks a target and a caller per case, and every fork copies
+/// the page tables of what is resident: under TCG that copying was a large part of a small
+/// case. Setting the threshold also fixes the trim threshold (glibc's mallopt).
+pub fn keep_malloc_small() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
 /// `sysconf(_SC_PAGESIZE)`, 4096 if it fails.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
