@@ -41,7 +41,8 @@ pub struct VmConfig {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    /// Guest RAM in MiB. The catalogue's MAX_RW_COUNT cases fault in a 2 GiB local buffer.
+    /// Guest RAM in MiB (3 GiB by default: room for the hugetlb pool and the 4 MiB buffers of
+    /// many cases; the MAX_RW_COUNT cases' 2 GiB regions are untouched and take none).
     pub memory_mib: u64,
     pub cpus: u32,
     pub accel: Accel,
