@@ -418,6 +418,8 @@ pub fn uml_cmdline(spec: &RunSpec) -> Vec<String> {
         "ssl3=null,fd:5".into(),
         "panic=-1".into(),
         "quiet".into(),
+        // The guest ends with a power-off, not a restart (which would run /init again).
+        "pvmtest.poweroff".into(),
     ];
     // Without --reference UML is judged as the Linux it is (its own release, read inside).
     if !spec.reference.is_empty() {

@@ -140,6 +140,21 @@ fn row_matches_its_file(id: &str) {
         "{id}: broken cases inside the runtime:\n{}",
         r.stderr
     );
+    // One result per case (a variant has its own name, `case@yama0`): UML's restart once ran
+    // /init a second time and its results were read too.
+    let mut seen = std::collections::HashSet::new();
+    let twice: Vec<&str> = r.kernel["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["case"].as_str())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !seen.insert(*c))
+        .collect();
+    assert!(twice.is_empty(), "{id}: results reported twice: {twice:?}");
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
