@@ -597,11 +597,7 @@ pub fn expected_memory(plan: &Plan, pred: &Prediction, region: &Region) -> (Vec<
     let (rs, re) = (region.start, region.start + region.backed_len());
     let mut covered = Vec::new();
     for c in pred.copies.iter().rev() {
-        let (dst, src) = if write {
-            (c.remote, c.local)
-        } else {
-            (c.local, c.remote)
-        };
+        let (src, dst) = src_dst(c, write);
         let (a, b) = (dst.max(rs), (dst + c.len).min(re));
         if a >= b {
             continue;
@@ -641,21 +637,11 @@ fn src_dst(c: &model::Copy, write: bool) -> (u64, u64) {
 /// a self/thread/clone_vm target). Otherwise every source byte is read before anything in the
 /// call writes it, and the initial layout gives it.
 fn sources_meet_destinations(pred: &Prediction, write: bool) -> bool {
-    let mut dst: Vec<(u64, u64)> = pred
-        .copies
-        .iter()
-        .map(|c| {
-            let (_, d) = src_dst(c, write);
-            (d, d.saturating_add(c.len))
-        })
-        .collect();
-    dst.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(dst.len());
-    for (a, b) in dst {
-        match merged.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
-        }
+    // The destinations as sorted, merged intervals (`uncovered` keeps them so).
+    let mut merged = Vec::new();
+    for c in &pred.copies {
+        let (_, d) = src_dst(c, write);
+        uncovered(&mut merged, d, d.saturating_add(c.len));
     }
     pred.copies.iter().any(|c| {
         let (s, _) = src_dst(c, write);
