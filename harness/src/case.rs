@@ -256,6 +256,14 @@ pub enum TargetKind {
 }
 
 impl TargetKind {
+    /// The target is the caller's own address space: the caller itself, one of its threads,
+    /// or a `CLONE_VM` child (mm_access then skips the ptrace check).
+    pub fn shares_caller_mm(self) -> bool {
+        matches!(
+            self,
+            TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm
+        )
+    }
     /// The name used in case files.
     pub fn name(self) -> &'static str {
         match self {

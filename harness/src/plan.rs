@@ -500,10 +500,7 @@ impl Plan {
     }
     /// Target regions live in the caller's own address space for these kinds.
     pub fn target_shares_caller_mm(&self) -> bool {
-        matches!(
-            self.target_kind,
-            TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm
-        )
+        self.target_kind.shares_caller_mm()
     }
     pub fn regions(&self, side: Side) -> &[Region] {
         match side {
@@ -1068,10 +1065,7 @@ pub fn build(id: &str, path: &str, case: &CaseFile) -> Result<Plan, PlanError> {
     // name the other side's regions too (its own side's first), so a case can make a copy
     // whose source and destination overlap (docs/SEMANTICS.md, "Overlapping copies in one
     // address space").
-    let one_mm = matches!(
-        case.target.kind,
-        TargetKind::SelfProcess | TargetKind::Thread | TargetKind::CloneVm
-    );
+    let one_mm = case.target.kind.shares_caller_mm();
     let names = |own: &[Region], other: &[Region]| -> Vec<Region> {
         let mut v = own.to_vec();
         if one_mm {
